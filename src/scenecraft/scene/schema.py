@@ -1,0 +1,62 @@
+"""The published JSON schema of a Scene (draft 2020-12). ``schema/scene.schema.json`` is this dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["scene_json_schema"]
+
+_FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+_OPTIONAL_TEXT = {"type": ["string", "null"]}
+
+
+def scene_json_schema() -> dict[str, Any]:
+    """The JSON schema every serialised :class:`~scenecraft.scene.Scene` satisfies.
+
+    It also serves planners as the structured-output schema for LLM backends. Cross-field rules
+    (a split's region count, boxes with ``x0 < x1``) are checked by ``Scene.from_dict``.
+    """
+    region = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1, "description": "what this region shows"},
+            "negative_prompt": _OPTIONAL_TEXT,
+            "box": {
+                "type": "array", "items": _FRACTION, "minItems": 4, "maxItems": 4,
+                "description": "[x0, y0, x1, y1] as fractions of the canvas, origin top-left",
+            },
+            "cell": {"type": "integer", "minimum": 0, "description": "index (row-major) into the split grid"},
+            "mask": {
+                "type": "object", "additionalProperties": False, "required": ["width", "height", "rle"],
+                "properties": {
+                    "width": {"type": "integer", "minimum": 1},
+                    "height": {"type": "integer", "minimum": 1},
+                    "rle": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                            "description": "run lengths of 0s and 1s, row-major, starting with 0s"},
+                },
+            },
+        },
+        "oneOf": [{"required": ["box"]}, {"required": ["cell"]}, {"required": ["mask"]}],
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://scenecraft.dev/schema/scene-1.json",
+        "title": "scenecraft Scene",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["prompt"],
+        "properties": {
+            "version": {"const": 1},
+            "prompt": {"type": "string", "description": "the whole prompt"},
+            "base_prompt": _OPTIONAL_TEXT,
+            "base_ratio": _FRACTION,
+            "background_prompt": _OPTIONAL_TEXT,
+            "negative_prompt": {"type": ["string", "null"]},
+            "width": {"type": "integer", "minimum": 1},
+            "height": {"type": "integer", "minimum": 1},
+            "split": {"type": ["string", "null"], "description": "RPG split ratio, e.g. '1,1;2,1,1'"},
+            "regions": {"type": "array", "items": region},
+        },
+    }
