@@ -18,9 +18,9 @@ __all__ = ["interval_coverage", "rect_coverage", "resample_mask", "region_weight
 
 def interval_coverage(start: float, end: float, cells: int) -> np.ndarray:
     """Fraction of each of ``cells`` equal 1-D cells of ``[0, 1]`` that ``[start, end]`` covers."""
-    edges = np.linspace(0.0, 1.0, cells + 1)
-    overlap = np.clip(np.minimum(edges[1:], end) - np.maximum(edges[:-1], start), 0.0, None)
-    return overlap * cells
+    # Work in units of cells, so that a span covering whole cells yields exact ones.
+    lower = np.arange(cells, dtype=np.float64)
+    return np.clip(np.minimum(lower + 1.0, end * cells) - np.maximum(lower, start * cells), 0.0, 1.0)
 
 
 def rect_coverage(rect: Sequence[float], height: int, width: int) -> np.ndarray:

@@ -1,0 +1,54 @@
+"""What a generation method returns, and the shared argument checks and seeding of every method."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..scene import Scene
+
+__all__ = ["GenerationResult", "resolve_seed", "check_common_settings", "MAX_SEED"]
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class GenerationResult:
+    """Images of one call, with everything needed to reproduce them.
+
+    Attributes:
+        images: PIL images (or arrays/tensors for other ``output_type``s), one per requested image.
+        seed: the seed actually used; drawn at random when the caller passed ``None``.
+        scene: the scene that was generated.
+        method: the method's name, e.g. ``"regional"``.
+        settings: the method's knobs as used (steps, guidance, ...), JSON-serialisable.
+    """
+
+    images: list[Any]
+    seed: int
+    scene: Scene
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_seed(seed: int | None) -> tuple[int, torch.Generator]:
+    """Use ``seed`` or draw one; return it with a CPU generator (the same noise on every device)."""
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    return seed, torch.Generator(device="cpu").manual_seed(seed)
+
+
+def check_common_settings(num_inference_steps: int, guidance_scale: float, num_images: int, seed: int | None) -> None:
+    """Reject knobs every method shares with a sentence naming the argument and the value seen."""
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be None or an integer in [0, {MAX_SEED}], got {seed!r}")

@@ -1,0 +1,121 @@
+"""Offline test kit: tiny SD 1.x and SDXL pipelines with random weights and the real CLIP tokenizer.
+
+The pipelines have the real architecture families (VAE with an 8x down factor, UNet with
+cross-attention at several resolutions, CLIP text encoders, SDXL's two encoders, pooled embedding
+and time ids) at a size that runs 20 steps in about a second on one CPU core. Weights are drawn from
+``torch.manual_seed(seed)``, so the same seed builds the same pipeline.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+__all__ = ["clip_tokenizer_path", "load_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline"]
+
+
+def clip_tokenizer_path() -> Path:
+    """Folder of the real CLIP BPE tokenizer (vocab.json, merges.txt) shipped with scenecraft."""
+    return Path(str(files("scenecraft") / "assets" / "clip_tokenizer"))
+
+
+def load_clip_tokenizer(model_max_length: int = 77):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(clip_tokenizer_path()), model_max_length=model_max_length)
+
+
+def _text_encoder_config(projection_dim: int | None = None):
+    from transformers import CLIPTextConfig
+
+    config = dict(
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
+        layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=3, vocab_size=49408,
+        max_position_embeddings=77, hidden_act="gelu",
+    )
+    if projection_dim is not None:
+        config["projection_dim"] = projection_dim
+    return CLIPTextConfig(**config)
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    # Four blocks give SD's 8x down factor; few channels keep it cheap.
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16), in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, norm_num_groups=4, sample_size=64,
+    )
+
+
+def _scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1,
+    )
+
+
+def tiny_sd_pipeline(seed: int = 0):
+    """A tiny ``StableDiffusionPipeline`` (SD 1.x layout): UNet 32/64/64 with cross-attention dim 32."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+    vae = _tiny_vae()
+    text_encoder = CLIPTextModel(_text_encoder_config())
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet, scheduler=_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_pipeline(seed: int = 0):
+    """A tiny ``StableDiffusionXLPipeline``: two text encoders, pooled embedding, time ids."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    time_embed_dim = 8
+    projection_dim = 32
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim, transformer_layers_per_block=(1, 1, 2),
+        projection_class_embeddings_input_dim=6 * time_embed_dim + projection_dim,
+        cross_attention_dim=64, norm_num_groups=8,
+    )
+    vae = _tiny_vae()
+    text_encoder = CLIPTextModel(_text_encoder_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_text_encoder_config(projection_dim=projection_dim))
+    tokenizer = load_clip_tokenizer()
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=load_clip_tokenizer(), unet=unet, scheduler=_scheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_pipeline(path: str | Path, kind: str = "sd", seed: int = 0) -> Path:
+    """Build a tiny pipeline (``kind`` ``"sd"`` or ``"sdxl"``) and ``save_pretrained`` it to ``path``."""
+    builders = {"sd": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline}
+    if kind not in builders:
+        raise ValueError(f"kind must be one of {sorted(builders)}, got {kind!r}")
+    path = Path(path)
+    builders[kind](seed).save_pretrained(path)
+    return path
