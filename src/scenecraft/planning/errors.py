@@ -1,0 +1,39 @@
+"""Errors raised by the planning layer. Every one is a ``ValueError`` whose message says what was wrong."""
+
+from __future__ import annotations
+
+__all__ = ["PlanError", "PlanParseError", "PlanValidationError", "BackendError", "BackendSpecError"]
+
+
+class PlanError(ValueError):
+    """Base class of every planning error."""
+
+
+class PlanParseError(PlanError):
+    """A planner reply (RPG or LMD legacy text, or JSON) that cannot be read.
+
+    ``reason`` says what was wrong, ``position`` is the 0-based character offset where reading
+    stopped (``None`` when it does not apply).
+    """
+
+    def __init__(self, reason: str, position: int | None = None, fmt: str = "reply") -> None:
+        self.reason = reason
+        self.position = position
+        self.fmt = fmt
+        where = f" at character {position}" if position is not None else ""
+        super().__init__(f"cannot read {fmt}: {reason}{where}")
+
+
+class PlanValidationError(PlanError):
+    """A plan that was read but breaks a rule (wrong object count, boxes that cannot be repaired)."""
+
+
+class BackendSpecError(PlanError):
+    """An ``--llm`` spec that does not follow ``KIND:MODEL[@BASE_URL]``."""
+
+
+class BackendError(PlanError):
+    """An LLM backend that failed (transport error, timeout, HTTP status, missing package).
+
+    Messages never contain API keys: they are built from the status and a redacted body.
+    """

@@ -1,0 +1,117 @@
+"""Word lists of the offline planner. Plain data, no logic beyond small helpers."""
+
+from __future__ import annotations
+
+__all__ = [
+    "COLOURS", "NUMBER_WORDS", "SETTINGS", "STYLE_NOUNS", "a_or_an", "pluralize", "singularize",
+]
+
+COLOURS = frozenset({
+    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "gray", "grey",
+    "violet", "cyan", "magenta", "teal", "gold", "golden", "silver", "beige", "turquoise", "navy", "maroon",
+    "indigo", "lime", "crimson", "scarlet", "olive", "tan", "cream", "ivory", "lavender",
+})
+
+#: Adjectives that may be followed by a comma inside one noun phrase ("a big, red ball").
+SIZE_WORDS = frozenset({"big", "small", "large", "tiny", "huge", "little", "tall", "short", "long", "giant", "old", "young"})
+
+NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
+    "eighteen": 18, "nineteen": 19, "twenty": 20, "dozen": 12, "single": 1, "both": 2,
+    "several": 3, "few": 3, "many": 5, "multiple": 3, "some": 3, "numerous": 5,
+}
+
+#: Collective words: "a group of five birds", "a pair of shoes".
+COLLECTIVES = {"pair": 2, "couple": 2, "group": 3, "bunch": 3, "set": 3, "herd": 4, "flock": 4, "pile": 3,
+               "stack": 3, "row": 3, "line": 3, "handful": 3, "trio": 3, "team": 4, "crowd": 6, "family": 3}
+
+DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "his", "her", "its", "their", "my",
+                         "our", "your", "any", "another", "each", "every"})
+
+#: Place, weather and time nouns: "in a park", "at night" go to the background prompt.
+SETTINGS = frozenset({
+    "park", "beach", "forest", "woods", "jungle", "street", "road", "highway", "alley", "city", "town", "village",
+    "room", "bedroom", "kitchen", "bathroom", "office", "classroom", "library", "field", "meadow", "garden",
+    "yard", "backyard", "desert", "ocean", "sea", "lake", "river", "pond", "shore", "coast", "mountain",
+    "mountains", "hill", "hills", "valley", "canyon", "snow", "sky", "space", "studio", "farm", "grass",
+    "lawn", "background", "night", "sunset", "sunrise", "dawn", "dusk", "morning", "evening", "afternoon",
+    "winter", "summer", "autumn", "rain", "fog", "underwater", "water", "harbor", "harbour", "airport",
+    "station", "market", "restaurant", "cafe", "stadium", "playground", "cave", "island", "countryside",
+    "savanna", "swamp", "arctic", "sand", "stage", "church", "museum", "hospital", "school", "zoo",
+    "aquarium", "gym", "bar", "pub", "universe", "galaxy", "moon", "wall", "floor", "interior", "landscape",
+    "cityscape", "sunlight", "moonlight", "daylight", "dark", "storm", "wilderness", "prairie", "tundra",
+    "ground", "scene", "setting", "surface", "world", "tabletop",
+})
+
+STYLE_NOUNS = frozenset({
+    "photo", "photograph", "picture", "image", "painting", "drawing", "illustration", "render", "rendering",
+    "sketch", "shot", "snapshot", "view", "poster", "artwork", "watercolor", "watercolour", "scene", "cartoon",
+})
+
+#: Words naming the canvas itself: "on the left of the image" is an absolute position.
+CANVAS_WORDS = frozenset({"image", "picture", "photo", "scene", "frame", "canvas", "photograph", "view"})
+
+#: Nouns that end in -ing (so they are not verbs).
+NOUN_ING = frozenset({
+    "painting", "building", "ring", "king", "swing", "wing", "string", "spring", "ceiling", "pudding", "thing",
+    "earring", "sibling", "dumpling", "wedding", "evening", "morning", "clothing", "stocking", "icing", "sling",
+    "drawing", "lightning", "ding", "ping", "sing", "bing", "viking", "duckling", "seedling", "frosting", "railing",
+    "stuffing", "awning", "sapling", "lemming", "herring", "shilling", "bunting", "wedding", "filling", "ending",
+})
+
+FILLERS = frozenset({"there", "is", "are", "be", "was", "were", "also", "placed", "positioned", "located",
+                     "shown", "visible", "together", "respectively", "each", "too", "here", "which", "that",
+                     "it", "they", "just", "only", "please", "draw", "show", "generate", "create",
+                     "make", "depict", "me", "we", "see", "can", "you", "i", "want"})
+
+_IRREGULAR_PLURALS = {
+    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice", "goose": "geese",
+    "tooth": "teeth", "foot": "feet", "sheep": "sheep", "fish": "fish", "deer": "deer", "ox": "oxen",
+    "knife": "knives", "leaf": "leaves", "wolf": "wolves", "shelf": "shelves", "loaf": "loaves", "life": "lives",
+    "wife": "wives", "calf": "calves", "half": "halves", "elf": "elves", "thief": "thieves", "cactus": "cacti",
+    "fungus": "fungi", "bus": "buses", "glass": "glasses", "dress": "dresses", "potato": "potatoes",
+    "tomato": "tomatoes", "hero": "heroes", "mango": "mangoes", "die": "dice", "policeman": "policemen",
+    "fireman": "firemen", "species": "species", "series": "series", "aircraft": "aircraft",
+}
+_IRREGULAR_SINGULARS = {plural: singular for singular, plural in _IRREGULAR_PLURALS.items()}
+_KEEP_S = ("ss", "us", "is", "ous", "ics", "news")
+
+
+def singularize(word: str) -> str:
+    """The singular of an English noun (rules plus an irregular table); unknown forms come back unchanged."""
+    if word in _IRREGULAR_SINGULARS:
+        return _IRREGULAR_SINGULARS[word]
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(_KEEP_S):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "zes", "sses", "oes")):
+        return word[:-2]
+    return word[:-1]
+
+
+def is_plural(word: str) -> bool:
+    """Whether ``word`` looks like a plural noun."""
+    return word in _IRREGULAR_SINGULARS and _IRREGULAR_SINGULARS[word] != word or singularize(word) != word
+
+
+def pluralize(word: str) -> str:
+    """The plural of a singular English noun."""
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+def a_or_an(word: str) -> str:
+    """``"a"`` or ``"an"`` before ``word`` (vowel-sound heuristic)."""
+    lowered = word.lower()
+    if lowered.startswith(("uni", "use", "usu", "one", "eu", "ur")):
+        return "a"
+    if lowered.startswith(("hour", "honest", "honor", "heir")):
+        return "an"
+    return "an" if lowered[:1] in set("aeiou") else "a"
