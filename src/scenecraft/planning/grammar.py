@@ -26,6 +26,7 @@ MAX_PROMPT_CHARS = 2000
 #: Counts above this are clipped (LMD's number words go to twenty).
 MAX_COUNT = 20
 
+_EXACT_NUMBERS = frozenset(w for w in NUMBER_WORDS if w not in ("several", "few", "many", "multiple", "some", "numerous"))
 _TOKEN = re.compile(r"[^\W_]+(?:['\-][^\W_]+)*|[,;.!?:&]")
 
 # relation kinds: left, right, above, below, next, front, behind, between, in, at
@@ -122,6 +123,7 @@ class Entity:
         abs_h, abs_v: absolute position words ("left"/"center"/"right", "top"/"center"/"bottom") or None.
         arrangement: "row" / "column" for "side by side" / "stacked", else None.
         plural_text: the plural phrase as written, if the prompt wrote one.
+        explicit_count: True when the count was written ("three", "3", "a pair of"), not guessed.
     """
 
     head: str
@@ -133,6 +135,7 @@ class Entity:
     abs_v: str | None = None
     arrangement: str | None = None
     plural_text: str | None = None
+    explicit_count: bool = False
 
     @property
     def colours(self) -> tuple[str, ...]:
@@ -295,18 +298,22 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
     """``[count] [det] [modifiers] head [of complement]`` to an Entity, or None if only filler words."""
     words = [w for w in words if w not in FILLERS]
     count: int | None = None
+    explicit = False
     i = 0
     while i < len(words):
         word = words[i]
         if word.isdigit():
             count = int(word) if len(word) <= 4 else MAX_COUNT + 1
+            explicit = True
         elif word in NUMBER_WORDS:
             if word == "some" and count is not None:
                 pass
             else:
                 count = NUMBER_WORDS[word] if count is None or count == 1 else count
+                explicit = explicit or word in _EXACT_NUMBERS
         elif word in COLLECTIVES and i + 1 < len(words) and words[i + 1] == "of":
             count = count if count not in (None, 1) else COLLECTIVES[word]
+            explicit = explicit or word in ("pair", "couple", "trio")
             i += 1  # skip "of"
             if i + 1 < len(words) and (words[i + 1].isdigit() or words[i + 1] in NUMBER_WORDS):
                 count = None
@@ -335,7 +342,8 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
         count = 2 if plural else 1
     count = max(1, min(count, MAX_COUNT))
     plural_text = " ".join(words[:len(words)]) if plural else None
-    return Entity(head=head, modifiers=modifiers, complement=complement, count=count, plural_text=plural_text)
+    return Entity(head=head, modifiers=modifiers, complement=complement, count=count, plural_text=plural_text,
+                  explicit_count=explicit or count == 1 and bool(words) and words[0] in ("a", "an", "one", "single"))
 
 
 def _apply_abs(entity: Entity, kind: str) -> Entity:
@@ -380,7 +388,9 @@ def _on_entity(state: _State, entity: Entity, words: list[str]) -> None:
         state.settings.append(f"{preposition} {' '.join(words)}".strip())
         state.pending = None
         return
-    if pending is None and is_setting and not state.entities and entity.head in ("scene", "background", "setting"):
+    if pending is None and is_setting and not state.negating and not entity.explicit_count or (
+            pending is None and is_setting and entity.count == 1 and not state.negating):
+        state.settings.append(" ".join(words))  # "a beach at sunset", "a living room with two cats"
         return
     if pending is not None and entity.head in CANVAS_WORDS and pending[0] in ("left", "right", "above", "below",
                                                                               "between", "in", "at"):
