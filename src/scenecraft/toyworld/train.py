@@ -1,0 +1,501 @@
+"""Train the toy-world Stable-Diffusion-format model on CPU (resumable).
+
+Three phases, each skipped when its output exists in ``out_dir`` (so re-running the same command
+resumes):
+
+1. **VAE** (``vae/``): ``AutoencoderKL`` 64x64x3 -> 16x16x4 (4x down), trained on 32x32 crops of
+   rendered scenes (fully convolutional, 4x cheaper per sample). Afterwards the per-channel latent
+   mean and std are *folded into* ``quant_conv``/``post_quant_conv`` so that latents are zero-mean,
+   unit-variance with ``scaling_factor = 1`` (a non-zero latent mean leaves signal at the last
+   timestep and hurts colour at high noise).
+2. **Latents** (``latents.pt``): ``n_latents`` seeded scenes encoded once (posterior mean and std),
+   so UNet steps never run the VAE.
+3. **UNet + text encoder** (``ckpt.pt``, checkpointed every ``ckpt_every`` steps): v-prediction,
+   min-SNR-5 weighting, caption dropout for classifier-free guidance, a single-object curriculum,
+   EMA weights for sampling. The ``CLIPTextModel`` is trained through a compact embedding table
+   of the ~15 token ids the captions use (the real CLIP tokenizer), expanded to the full 49,408-row
+   table at export (unknown words get the embedding of "a"). The pooled text output is not used:
+   conditioning is per-token cross-attention only, so a pixel draws what *its* cross-attention
+   text says (what regional prompting needs).
+
+Every ``eval_every`` steps the EMA weights are exported as a ``StableDiffusionPipeline`` folder
+(``pipeline_latest/``, and ``pipeline_best/`` by accuracy) and scored with :func:`evaluate_pipeline`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .captions import caption, phrase, vocabulary
+from .render import COLORS, IMAGE_SIZE, SHAPES, random_scene
+from .score import matches_exactly, score_image
+
+TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "clip_tokenizer"
+BOS, EOS = 49406, 49407
+FULL_VOCAB = 49408
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of the toy-world training run (defaults = the documented full run)."""
+
+    out_dir: str = "runs/toyworld"
+    seed: int = 0
+    # VAE
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_norm_groups: int = 8
+    vae_steps: int = 2000
+    vae_batch: int = 32
+    vae_lr: float = 3e-4
+    vae_crop: int = 32
+    vae_kl_weight: float = 1e-6
+    # latent data set
+    n_latents: int = 32768
+    # UNet / text encoder
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_norm_groups: int = 16
+    unet_heads: int = 4
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 2
+    max_length: int = 16
+    unet_steps: int = 10000
+    batch: int = 32
+    lr: float = 5e-4
+    text_lr: float = 1e-3
+    warmup: int = 300
+    final_lr_fraction: float = 0.1
+    caption_dropout: float = 0.1
+    curriculum_steps: int = 1500  # first steps: 80% single-object scenes
+    p_single: float = 0.5  # afterwards
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    # bookkeeping
+    log_every: int = 50
+    ckpt_every: int = 250
+    eval_every: int = 1000
+    eval_single: int = 36
+    eval_double: int = 24
+    eval_steps: int = 20
+    eval_guidance: float = 4.0
+
+    @classmethod
+    def smoke(cls, out_dir: str) -> "TrainConfig":
+        """Tiny model and step counts: the same code path in seconds (for tests)."""
+        return cls(out_dir=out_dir, vae_channels=(8, 8, 8), vae_norm_groups=4, vae_steps=2, vae_batch=2,
+                   n_latents=8, unet_channels=(8, 8, 8), unet_norm_groups=4, unet_heads=2, text_hidden=16,
+                   text_layers=1, unet_steps=3, batch=2, warmup=1, curriculum_steps=1, log_every=1,
+                   ckpt_every=2, eval_every=3, eval_single=2, eval_double=1, eval_steps=2)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- models
+
+def make_vae(cfg: TrainConfig):
+    from diffusers import AutoencoderKL
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+                         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(cfg.vae_channels),
+                         latent_channels=4, layers_per_block=1, norm_num_groups=cfg.vae_norm_groups,
+                         sample_size=IMAGE_SIZE, scaling_factor=1.0)
+
+
+def make_unet(cfg: TrainConfig):
+    from diffusers import UNet2DConditionModel
+    n = len(cfg.unet_channels)
+    return UNet2DConditionModel(sample_size=IMAGE_SIZE // 2 ** (len(cfg.vae_channels) - 1), in_channels=4,
+                                out_channels=4, block_out_channels=tuple(cfg.unet_channels), layers_per_block=1,
+                                down_block_types=("CrossAttnDownBlock2D",) * n,
+                                up_block_types=("CrossAttnUpBlock2D",) * n, cross_attention_dim=cfg.text_hidden,
+                                attention_head_dim=cfg.unet_heads, norm_num_groups=cfg.unet_norm_groups)
+
+
+def compact_ids(tokenizer) -> list[int]:
+    """Token ids the caption grammar can produce (BOS, EOS first)."""
+    ids = [BOS, EOS]
+    for w in vocabulary():
+        for i in tokenizer(w, add_special_tokens=False).input_ids:
+            if i not in ids:
+                ids.append(i)
+    return ids
+
+
+def text_config(cfg: TrainConfig, vocab_size: int, bos: int, eos: int):
+    from transformers import CLIPTextConfig
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
+                          num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
+                          max_position_embeddings=cfg.max_length, bos_token_id=bos, eos_token_id=eos,
+                          pad_token_id=eos)
+
+
+def load_tokenizer(max_length: int):
+    from transformers import CLIPTokenizer
+    return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), model_max_length=max_length)
+
+
+def expand_text_encoder(cfg: TrainConfig, compact, ids: list[int]):
+    """Full-vocabulary ``CLIPTextModel`` from the compact one; unknown tokens embed as "a"."""
+    from transformers import CLIPTextModel
+    full = CLIPTextModel(text_config(cfg, FULL_VOCAB, BOS, EOS))
+    sd = {k: v.detach().clone() for k, v in compact.state_dict().items()}
+    key = next(k for k in sd if k.endswith("token_embedding.weight"))
+    small = sd[key]
+    a_id = ids.index(320) if 320 in ids else 0
+    table = small[a_id].repeat(FULL_VOCAB, 1)
+    table[torch.tensor(ids)] = small
+    sd[key] = table
+    missing, unexpected = full.load_state_dict(sd, strict=False)
+    if unexpected or [m for m in missing if "position_ids" not in m]:
+        raise RuntimeError(f"text encoder expansion mismatch: missing={missing} unexpected={unexpected}")
+    return full.eval()
+
+
+def scheduler_config() -> dict:
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                prediction_type="v_prediction", clip_sample=False)
+
+
+def build_pipeline(vae, unet, text_encoder, tokenizer):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    sched = DPMSolverMultistepScheduler(**{k: v for k, v in scheduler_config().items() if k != "clip_sample"},
+                                        algorithm_type="dpmsolver++", solver_order=2, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------- data
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def scene_batch(seed: int, tag: int, step: int, n: int, p_single: float = 0.4):
+    rng = np.random.default_rng([seed, tag, step])
+    scenes = [random_scene(rng, p_single=p_single) for _ in range(n)]
+    return scenes, rng
+
+
+# --------------------------------------------------------------------------- phase 1: VAE
+
+def train_vae(cfg: TrainConfig, out: Path):
+    from diffusers import AutoencoderKL
+    final = out / "vae"
+    if (final / "config.json").exists():
+        return AutoencoderKL.from_pretrained(final).eval()
+    torch.manual_seed(cfg.seed)
+    vae = make_vae(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    ck = out / "vae_ckpt.pt"
+    start = 0
+    if ck.exists():
+        st = torch.load(ck, weights_only=False)
+        vae.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); start = st["step"]
+        log(f"vae: resumed at step {start}")
+    t0, run = time.time(), 0.0
+    for step in range(start, cfg.vae_steps):
+        lr = cfg.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        scenes, rng = scene_batch(cfg.seed, 1, step, cfg.vae_batch)
+        c = cfg.vae_crop
+        crops = []
+        for s in scenes:
+            y, x = rng.integers(0, IMAGE_SIZE - c + 1, size=2)
+            crops.append(s.image[y:y + c, x:x + c])
+        x = to_tensor(np.stack(crops))
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        run = 0.98 * run + 0.02 * loss.item() if step > start else loss.item()
+        if (step + 1) % cfg.log_every == 0:
+            log(f"vae step {step + 1}/{cfg.vae_steps} loss {run:.4f} {(time.time() - t0) / (step + 1 - start):.2f}s/step")
+        if (step + 1) % cfg.ckpt_every == 0:
+            torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ck)
+    vae.eval()
+    normalize_vae(vae, cfg)
+    vae.save_pretrained(final)
+    rep = vae_report(vae, cfg)
+    log(f"vae done: {json.dumps(rep)}")
+    (out / "vae_report.json").write_text(json.dumps(rep, indent=1))
+    return vae
+
+
+@torch.no_grad()
+def normalize_vae(vae, cfg: TrainConfig, n: int = 512) -> None:
+    """Fold per-channel latent mean/std into the VAE: latents become ~N(0, 1), scaling_factor 1."""
+    scenes, _ = scene_batch(cfg.seed, 4, 0, n)
+    mu = vae.encode(to_tensor(np.stack([s.image for s in scenes]))).latent_dist.mean
+    m, s = mu.mean((0, 2, 3)), mu.std((0, 2, 3)).clamp_min(1e-3)
+    q, p = vae.quant_conv, vae.post_quant_conv
+    q.weight[:4] /= s[:, None, None, None]
+    q.bias[:4] = (q.bias[:4] - m) / s
+    q.bias[4:] -= 2 * torch.log(s)
+    w = p.weight[:, :, 0, 0].clone()  # (out, in)
+    p.bias += w @ m
+    p.weight *= s[None, :, None, None]
+    vae.register_to_config(scaling_factor=1.0)
+
+
+@torch.no_grad()
+def vae_report(vae, cfg: TrainConfig, n: int = 64) -> dict:
+    scenes, _ = scene_batch(cfg.seed, 5, 0, n)
+    x = to_tensor(np.stack([s.image for s in scenes]))
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.mean).sample.clamp(-1, 1)
+    mse = F.mse_loss(rec, x).item() / 4.0  # in [0, 1] units
+    imgs = ((rec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    ok = sum(matches_exactly(score_image(im), s.objects) for im, s in zip(imgs, scenes))
+    return {"psnr_db": round(10 * math.log10(1.0 / max(mse, 1e-10)), 2), "scorer_correct": ok / n,
+            "latent_mean": round(post.mean.mean().item(), 3), "latent_std": round(post.mean.std().item(), 3)}
+
+
+# --------------------------------------------------------------------------- phase 2: latents
+
+@torch.no_grad()
+def encode_dataset(cfg: TrainConfig, out: Path, vae) -> dict:
+    path = out / "latents.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    t0 = time.time()
+    means, stds, specs = [], [], []
+    chunk = 256
+    for start in range(0, cfg.n_latents, chunk):
+        n = min(chunk, cfg.n_latents - start)
+        scenes, _ = scene_batch(cfg.seed, 2, start, n)
+        post = vae.encode(to_tensor(np.stack([s.image for s in scenes]))).latent_dist
+        means.append(post.mean.half()); stds.append(post.std.half())
+        specs += [[(o.color, o.shape) for o in s.objects] for s in scenes]
+        if (start // chunk) % 16 == 0:
+            log(f"encoded {start + n}/{cfg.n_latents}")
+    data = {"mean": torch.cat(means), "std": torch.cat(stds), "specs": specs}
+    torch.save(data, path)
+    log(f"latents: {tuple(data['mean'].shape)} in {time.time() - t0:.0f}s")
+    return data
+
+
+# --------------------------------------------------------------------------- phase 3: UNet + text
+
+def _lr_factor(cfg: TrainConfig, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(cfg.warmup, 1))
+    prog = min(1.0, step / max(cfg.unet_steps, 1))
+    return warm * (cfg.final_lr_fraction + (1 - cfg.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
+def train_unet(cfg: TrainConfig, out: Path, vae, data: dict) -> None:
+    from diffusers import DDPMScheduler
+    from transformers import CLIPTextModel
+
+    tok = load_tokenizer(cfg.max_length)
+    ids = compact_ids(tok)
+    lookup = torch.zeros(FULL_VOCAB, dtype=torch.long)
+    lookup[torch.tensor(ids)] = torch.arange(len(ids))
+    torch.manual_seed(cfg.seed + 1)
+    unet = make_unet(cfg)
+    text = CLIPTextModel(text_config(cfg, len(ids), 0, 1))
+    with torch.no_grad():  # distinct, well-spread initial rows (orthogonal where possible)
+        emb = text.get_input_embeddings().weight
+        q = torch.nn.init.orthogonal_(torch.empty(max(len(ids), cfg.text_hidden), cfg.text_hidden))
+        emb.copy_(q[: len(ids)] * math.sqrt(cfg.text_hidden) * 0.1)
+    ema_unet, ema_text = make_unet(cfg), CLIPTextModel(text_config(cfg, len(ids), 0, 1))
+    ema_unet.load_state_dict(unet.state_dict()); ema_text.load_state_dict(text.state_dict())
+    for p in list(ema_unet.parameters()) + list(ema_text.parameters()):
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW([{"params": unet.parameters(), "lr": cfg.lr, "base": cfg.lr},
+                             {"params": text.parameters(), "lr": cfg.text_lr, "base": cfg.text_lr}],
+                            weight_decay=0.0)
+    sched = DDPMScheduler(**scheduler_config())
+    ac = sched.alphas_cumprod
+    snr = ac / (1 - ac)
+    weight = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+
+    ck = out / "ckpt.pt"
+    start, best = 0, -1.0
+    if ck.exists():
+        st = torch.load(ck, weights_only=False)
+        unet.load_state_dict(st["unet"]); text.load_state_dict(st["text"])
+        ema_unet.load_state_dict(st["ema_unet"]); ema_text.load_state_dict(st["ema_text"])
+        opt.load_state_dict(st["opt"]); start = st["step"]; best = st.get("best", -1.0)
+        log(f"unet: resumed at step {start}")
+    elapsed0 = st.get("elapsed", 0.0) if ck.exists() else 0.0
+
+    specs = data["specs"]
+    n_obj = np.array([len(s) for s in specs])
+    single_idx, multi_idx = np.nonzero(n_obj == 1)[0], np.nonzero(n_obj != 1)[0]
+    ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
+    params = list(unet.parameters()) + list(text.parameters())
+    t0, run, seen = time.time(), None, 0
+    unet.train(); text.train()
+    for step in range(start, cfg.unet_steps):
+        rng = np.random.default_rng([cfg.seed, 3, step])
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        f = _lr_factor(cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * f
+        p_single = 0.8 if step < cfg.curriculum_steps else cfg.p_single
+        use_single = rng.random(cfg.batch) < p_single
+        pick = np.where(use_single, rng.choice(single_idx, cfg.batch) if len(single_idx) else rng.choice(multi_idx, cfg.batch),
+                        rng.choice(multi_idx, cfg.batch) if len(multi_idx) else rng.choice(single_idx, cfg.batch))
+        caps = ["" if rng.random() < cfg.caption_dropout else caption(specs[i], rng) for i in pick]
+        tid = tok(caps, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids
+        pick_t = torch.from_numpy(pick)
+        lat = data["mean"][pick_t].float() + data["std"][pick_t].float() * torch.randn(
+            data["mean"][pick_t].shape, generator=gen)
+        noise = torch.randn(lat.shape, generator=gen)
+        t = torch.randint(0, 1000, (cfg.batch,), generator=gen)
+        noisy = sched.add_noise(lat, noise, t)
+        target = sched.get_velocity(lat, noise, t)
+        enc = text(lookup[tid])[0]
+        pred = unet(noisy, t, enc).sample
+        loss = ((pred - target) ** 2).mean((1, 2, 3))
+        loss = (loss * weight[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - d)
+        run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
+        seen += 1
+        done = step + 1
+        if done % cfg.log_every == 0:
+            el = elapsed0 + time.time() - t0
+            log(f"unet step {done}/{cfg.unet_steps} loss {run:.4f} lr {f * cfg.lr:.2e} "
+                f"{(time.time() - t0) / seen:.2f}s/step elapsed {el / 60:.1f}min")
+        if done % cfg.eval_every == 0 or done == cfg.unet_steps:
+            best = _eval_and_export(cfg, out, vae, ema_unet, ema_text, tok, ids, done, best,
+                                    elapsed0 + time.time() - t0)
+        if done % cfg.ckpt_every == 0 or done == cfg.unet_steps:
+            tmp = out / "ckpt.pt.tmp"
+            torch.save({"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_unet.state_dict(),
+                        "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "step": done, "best": best,
+                        "elapsed": elapsed0 + time.time() - t0, "config": asdict(cfg)}, tmp)
+            os.replace(tmp, ck)
+    log("unet: done")
+
+
+def export_pipeline(cfg: TrainConfig, vae, unet, text_compact, tok, ids, path: Path):
+    """Save a ``StableDiffusionPipeline`` folder (fp32) from (EMA) training modules."""
+    import copy
+    full = expand_text_encoder(cfg, text_compact, ids)
+    pipe = build_pipeline(vae, copy.deepcopy(unet).eval(), full, tok)
+    if path.exists():
+        shutil.rmtree(path)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return pipe
+
+
+def _eval_and_export(cfg, out, vae, ema_unet, ema_text, tok, ids, step, best, elapsed):
+    t0 = time.time()
+    pipe = export_pipeline(cfg, vae, ema_unet, ema_text, tok, ids, out / "pipeline_latest")
+    res = evaluate_pipeline(pipe, n_single=cfg.eval_single, n_double=cfg.eval_double, seed=1234,
+                            steps=cfg.eval_steps, guidance=cfg.eval_guidance)
+    res.update(step=step, elapsed_min=round(elapsed / 60, 1), eval_s=round(time.time() - t0, 1))
+    with open(out / "eval.jsonl", "a") as fh:
+        fh.write(json.dumps({k: v for k, v in res.items() if k != "samples"}) + "\n")
+    log(f"EVAL step {step}: single {res['single_acc']:.3f} (n={res['n_single']}) "
+        f"double {res['double_acc']:.3f} (n={res['n_double']}) colour-only single {res['single_color_acc']:.3f} "
+        f"[{res['eval_s']}s]")
+    score = res["single_acc"] + res["double_acc"]
+    if score >= best:
+        best = score
+        if (out / "pipeline_best").exists():
+            shutil.rmtree(out / "pipeline_best")
+        shutil.copytree(out / "pipeline_latest", out / "pipeline_best")
+        (out / "pipeline_best" / "eval.json").write_text(json.dumps({k: v for k, v in res.items() if k != "samples"}))
+    return best
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def eval_prompts(n_single: int, n_double: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Seeded evaluation specs: single objects cycle through all 18 colour x shape pairs."""
+    rng = np.random.default_rng(seed)
+    combos = [(c, s) for c in COLORS for s in SHAPES]
+    out = [[combos[i % len(combos)]] for i in range(n_single)]
+    for _ in range(n_double):
+        a, b = rng.choice(len(combos), 2, replace=True)
+        out.append([combos[a], combos[b]])
+    return out
+
+
+@torch.no_grad()
+def evaluate_pipeline(pipe, n_single: int = 36, n_double: int = 24, seed: int = 0, steps: int = 20,
+                      guidance: float = 4.0, batch: int = 30, return_images: bool = False) -> dict:
+    """Sample prompts with a plain ``StableDiffusionPipeline`` and score them.
+
+    Single-object prompt correct = exactly one object detected with the right colour and shape;
+    two-object prompt correct = the detected multiset of (colour, shape) equals the prompt's.
+    """
+    specs = eval_prompts(n_single, n_double, seed)
+    prompts = [" and ".join(phrase(c, s) for c, s in sp) for sp in specs]
+    images = []
+    for i in range(0, len(prompts), batch):
+        gens = [torch.Generator().manual_seed(seed + j) for j in range(i, min(i + batch, len(prompts)))]
+        r = pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                 output_type="np")
+        images += list((r.images * 255).round().clip(0, 255).astype(np.uint8))
+    ok, col_ok, samples = [], [], []
+    for sp, p, im in zip(specs, prompts, images):
+        det = score_image(im)
+        ok.append(matches_exactly(det, sp))
+        col_ok.append(sorted(d.color for d in det) == sorted(c for c, _ in sp))
+        samples.append({"prompt": p, "detected": [(d.color, d.shape) for d in det], "ok": ok[-1]})
+    ns = n_single
+    res = {"single_acc": float(np.mean(ok[:ns])) if ns else 0.0,
+           "double_acc": float(np.mean(ok[ns:])) if n_double else 0.0,
+           "single_color_acc": float(np.mean(col_ok[:ns])) if ns else 0.0,
+           "n_single": ns, "n_double": n_double, "steps": steps, "guidance": guidance, "samples": samples}
+    if return_images:
+        res["images"] = images
+    return res
+
+
+# --------------------------------------------------------------------------- entry point
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) all phases; returns the output folder."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    t0 = time.time()
+    vae = train_vae(cfg, out)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    data = encode_dataset(cfg, out, vae)
+    log(f"phases 1-2 ready in {time.time() - t0:.0f}s")
+    train_unet(cfg, out, vae, data)
+    return out
+
+
+def save_release(src: Path, dst: Path, fp16: bool = True) -> None:
+    """Copy a pipeline folder to ``dst`` (fp16 weights by default; load with torch_dtype=float32 on CPU)."""
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(src, torch_dtype=torch.float32)
+    if fp16:
+        pipe = pipe.to(torch.float16)
+    if dst.exists():
+        shutil.rmtree(dst)
+    pipe.save_pretrained(dst, safe_serialization=True)
