@@ -86,7 +86,7 @@ def singularize(word: str) -> str:
         return word
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
-    if word.endswith(("ches", "shes", "xes", "zes", "sses", "oes")):
+    if word.endswith(("ches", "shes", "xes", "zes", "sses")):
         return word[:-2]
     return word[:-1]
 
