@@ -5,7 +5,7 @@ from importlib import import_module
 from .app import app, bench_app
 
 # Each module registers its commands on ``app`` / ``bench_app`` when imported.
-_COMMAND_MODULES = ("generate", "show", "bench_regional", "plan", "bench_toyworld")
+_COMMAND_MODULES = ("generate", "bench_regional", "plan", "bench_toyworld")
 
 
 def main() -> None:

@@ -1,0 +1,40 @@
+"""``scenecraft bench regional``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from .app import bench_app
+
+
+@bench_app.command("regional")
+def bench_regional(
+    regions: Annotated[str, typer.Option(help="Comma-separated region counts.")] = "2,4,8,16",
+    repeats: Annotated[int, typer.Option(help="Timed UNet steps per configuration (median taken).")] = 3,
+    size: Annotated[int, typer.Option(help="Image size in pixels (latent = size / 8).")] = 512,
+    base_ratio: Annotated[float, typer.Option(help="Base prompt weight (0.3 adds a full base attention).")] = 0.3,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+) -> None:
+    """Wall-time ratio regional/plain of an SD 1.5-size UNet step (random weights, CPU), in one run."""
+    import torch
+
+    from ..evaluation.bench_regional import run_regional_benchmark
+
+    if threads:
+        torch.set_num_threads(threads)
+    counts = tuple(int(k) for k in regions.split(","))
+    results = run_regional_benchmark(counts, repeats=repeats, size=size, base_ratio=base_ratio)
+    meta = {"unet": "SD 1.5 config, random weights", "size": size, "threads": torch.get_num_threads(),
+            "repeats": repeats, "base_ratio": base_ratio, "plain_seconds_per_step": results[0].plain_seconds}
+    if as_json:
+        rows = [{"regions": r.regions, "seconds_per_step": r.seconds, "ratio": r.ratio} for r in results]
+        typer.echo(json.dumps(meta | {"results": rows}, indent=2))
+        return
+    typer.echo(f"SD 1.5 UNet, {size}x{size}, CFG batch 2, {meta['threads']} threads, median of {repeats}; "
+               f"plain {results[0].plain_seconds:.2f} s/step")
+    for r in results:
+        typer.echo(f"{r.regions:>2} regions  {r.seconds:.2f} s/step  {r.ratio:.2f}x")

@@ -1,0 +1,136 @@
+"""``scenecraft generate`` and ``scenecraft show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..scene import Scene, SceneError
+from .app import app
+
+console = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code=2)
+
+
+def build_scene(
+    prompt: str | None,
+    scene_file: Path | None,
+    split: str | None,
+    regions: list[str],
+    layout: str | None,
+    llm: str | None,
+    width: int | None,
+    height: int | None,
+    default_size: int,
+) -> Scene:
+    """The scene of a ``generate`` call: from a file, from --split/--region, or planned from the prompt.
+
+    A size not given keeps the scene file's, else takes ``default_size`` (the model's native size).
+    """
+    if scene_file is not None:
+        if prompt or split or regions:
+            raise SceneError("give either --scene or a prompt (with --split/--region), not both")
+        scene = Scene.from_json(scene_file.read_text(encoding="utf-8"))
+        return scene.with_size(width or scene.width, height or scene.height)
+    width, height = width or default_size, height or default_size
+    if not prompt:
+        raise SceneError("give a prompt, or --scene scene.json")
+    if regions:
+        split = split or ",".join("1" for _ in regions)
+        return Scene.from_split(prompt, split, regions, width=width, height=height)
+    if split:
+        raise SceneError(f"--split {split!r} needs one --region prompt per region")
+    from ..planning import plan_scene
+
+    kwargs = {"layout": layout} if layout else {}
+    return plan_scene(prompt, llm=llm, width=width, height=height, **kwargs)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(help="The whole prompt. Without --split/--region it is planned first.")] = None,
+    scene_file: Annotated[Optional[Path], typer.Option("--scene", help="A scene JSON file.", exists=True, dir_okay=False)] = None,
+    split: Annotated[Optional[str], typer.Option(help='RPG split ratio, e.g. "1,1" or "1,1;2,1,1".')] = None,
+    region: Annotated[Optional[list[str]], typer.Option(help="A region prompt; repeat once per region, row by row.")] = None,
+    base_ratio: Annotated[Optional[float], typer.Option(help="Weight of the whole prompt in every region, 0..1 (scene's value, default 0.3).")] = None,
+    negative: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="Planner layout when planning: split or boxes.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="LLM backend for planning, e.g. openai:gpt-4o (default: offline planner).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Hub id, diffusers folder, .safetensors/.ckpt file, 'toyworld' or 'tiny-sd'. Default: the shipped model.")] = None,
+    model_config: Annotated[Optional[str], typer.Option(help="Config folder for single-file checkpoints offline.")] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.0,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; drawn and recorded when omitted.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the scene's, else the model's).")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the scene's, else the model's).")] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to generate.")] = 1,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, mps... (default: the best available).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output PNG (default scenecraft-SEED.png).")] = None,
+) -> None:
+    """Generate an image from a prompt, a split with region prompts, or a scene file."""
+    from ..generation import RegionalConfig, generate_regional, load_pipeline
+    from ..generation.loading import ModelLoadError, default_model
+    from ..imagefile import a1111_parameters, save_png
+
+    model = model or default_model()
+    try:
+        with console.status(f"loading {model}"):
+            pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
+        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native)
+        if negative is not None:
+            scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
+        config = RegionalConfig(
+            num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images, base_ratio=base_ratio
+        )
+        with _progress() as progress:
+            task = progress.add_task("denoising", total=steps)
+            result = generate_regional(pipe, scene, config, on_step=lambda done, _: progress.update(task, completed=done))
+    except (SceneError, ModelLoadError, ValueError) as error:
+        raise fail(str(error)) from None
+
+    parameters = a1111_parameters(result.scene, result.settings, model, result.method)
+    for path in _output_paths(out, result.seed, len(result.images)):
+        save_png(result.images.pop(0), path, result.scene, parameters)
+        typer.echo(str(path))
+    console.print(f"seed {result.seed}")
+
+
+def _output_paths(out: Path | None, seed: int, count: int) -> list[Path]:
+    base = out or Path(f"scenecraft-{seed}.png")
+    if count == 1:
+        return [base]
+    return [base.with_name(f"{base.stem}-{i}{base.suffix or '.png'}") for i in range(count)]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=console, transient=True,
+    )
+
+
+@app.command()
+def show(image: Annotated[Path, typer.Argument(help="A PNG written by scenecraft.", exists=True, dir_okay=False)]) -> None:
+    """Print the scene JSON and the generation parameters stored in a PNG."""
+    from ..imagefile import read_png_metadata
+
+    try:
+        scene, parameters = read_png_metadata(image)
+    except (OSError, SceneError) as error:
+        raise fail(f"cannot read {image}: {error}") from None
+    if scene is None and parameters is None:
+        raise fail(f"{image} carries no scenecraft metadata")
+    if parameters is not None:
+        typer.echo(parameters)
+    if scene is not None:
+        typer.echo(scene.to_json())
