@@ -21,6 +21,7 @@ import numpy as np
 from .render import COLORS, SHAPES
 
 _NAMES = list(COLORS)
+TRIANGLE_RATIO = 0.65
 _PALETTE = np.array([COLORS[c] for c in _NAMES], dtype=np.float32)
 
 
@@ -95,15 +96,22 @@ def _components(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def classify_shape(mask: np.ndarray) -> tuple[str, float]:
-    """Best-fitting shape of a component mask cropped to its bounding box, and its IoU."""
+    """Shape of a component mask cropped to its bounding box, and its IoU with that shape's template.
+
+    Triangles (apex up) hold about a third as many pixels in their top half as in their bottom half,
+    circles and squares about as many, even after blur; so a top/bottom ratio below
+    ``TRIANGLE_RATIO`` means triangle, otherwise the better IoU of circle and square decides.
+    """
     h, w = mask.shape
-    best, best_iou = SHAPES[0], -1.0
+    top, bottom = mask[: h // 2].sum(), mask[h - h // 2:].sum()
+    ious = {}
     for s in SHAPES:
         t = _template(s, h, w)
-        iou = float((t & mask).sum() / max((t | mask).sum(), 1))
-        if iou > best_iou:
-            best, best_iou = s, iou
-    return best, best_iou
+        ious[s] = float((t & mask).sum() / max((t | mask).sum(), 1))
+    if top < TRIANGLE_RATIO * max(bottom, 1):
+        return "triangle", ious["triangle"]
+    best = max(("circle", "square"), key=ious.__getitem__)
+    return best, ious[best]
 
 
 def score_image(img: np.ndarray, min_area: int = 16) -> list[Detected]:
