@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from scenecraft.cli import app
+from scenecraft.imagefile import read_png_metadata
+
+runner = CliRunner()
+TINY = ["--model", "tiny-sd", "--steps", "3", "--width", "64", "--height", "64"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_generate_with_split_and_regions_writes_a_png_that_show_reads_back(tmp_path):
+    out = tmp_path / "cats.png"
+    result = run("generate", "a cat and a dog", "--split", "1,1", "--region", "a fluffy cat", "--region", "a big dog",
+                 "--seed", "5", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    scene, parameters = read_png_metadata(out)
+    # typer keeps each --region whole (RPG's argparse type=list split strings into characters).
+    assert [r.prompt for r in scene.regions] == ["a fluffy cat", "a big dog"]
+    assert scene.split == "1,1" and (scene.width, scene.height) == (64, 64)
+    assert "Seed: 5" in parameters and "Steps: 3" in parameters and "a fluffy cat BREAK a big dog" in parameters
+    shown = run("show", out)
+    assert shown.exit_code == 0 and "Seed: 5" in shown.output and '"a fluffy cat"' in shown.output
+
+
+def test_seed_is_drawn_recorded_and_reproduces(tmp_path):
+    first = tmp_path / "first.png"
+    result = run("generate", "a cat", "--region", "a cat", "--region", "a dog", "--out", first, *TINY)
+    assert result.exit_code == 0, result.output
+    _, parameters = read_png_metadata(first)
+    seed = int(parameters.split("Seed: ")[1].split(",")[0])
+    again = tmp_path / "again.png"
+    assert run("generate", "a cat", "--region", "a cat", "--region", "a dog", "--seed", seed, "--out", again, *TINY).exit_code == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+
+
+def test_generate_from_a_scene_file(tmp_path):
+    scene_file = tmp_path / "scene.json"
+    scene_file.write_text(json.dumps({"prompt": "two pets", "width": 64, "height": 72, "regions": [
+        {"prompt": "a cat", "box": [0, 0, 0.5, 1]}, {"prompt": "a dog", "box": [0.5, 0, 1, 1]}]}))
+    out = tmp_path / "scene.png"
+    result = run("generate", "--scene", scene_file, "--model", "tiny-sd", "--steps", "2", "--seed", "1", "--out", out,
+                 "-n", "2")
+    assert result.exit_code == 0, result.output
+    images = sorted(tmp_path.glob("scene-*.png"))
+    assert len(images) == 2 and Image.open(images[0]).size == (64, 72)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a cat", "--split", "1,x", "--region", "a", "--region", "b"], "expected a number"),
+    (["a cat", "--split", "1,1,1", "--region", "a", "--region", "b"], "has 3 regions but 2 region prompts"),
+    (["a cat", "--split", "1,1"], "needs one --region prompt per region"),
+    (["a cat", "--region", "a", "--height", "70"], "not a multiple of 8"),
+    ([], "give a prompt"),
+])
+def test_bad_input_exits_with_a_message(args, message, tmp_path):
+    result = run("generate", *args, "--model", "tiny-sd", "--steps", "1", "--out", tmp_path / "x.png")
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_show_rejects_a_png_without_metadata(tmp_path):
+    path = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(path)
+    result = run("show", path)
+    assert result.exit_code == 2 and "no scenecraft metadata" in result.output
+
+
+def test_generate_without_regions_plans_first(tmp_path):
+    out = tmp_path / "planned.png"
+    result = run("generate", "a red circle to the left of a blue square", "--seed", "3", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    scene, _ = read_png_metadata(out)
+    assert len(scene.regions) == 2
