@@ -35,7 +35,7 @@ class ReplayServer:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server.lock:
-                    server.requests.append((dict(self.headers), body))
+                    server.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                     action = server.script.pop(0) if len(server.script) > 1 else server.script[0]
                 if action[0] == "sleep":
                     time.sleep(action[1])

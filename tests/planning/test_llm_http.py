@@ -1,0 +1,195 @@
+"""The LLM planner over real HTTP against a replaying OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from scenecraft.planning import BackendError, BackendSpecError, PlanValidationError, plan_scene
+from scenecraft.planning.backends import make_backend, parse_spec, redact
+from scenecraft.planning.cache import PlanCache, default_cache_dir
+from scenecraft.planning.templates import TEMPLATE_VERSION
+from scenecraft.scene import Box, Cell
+
+PROMPT = "two red circles to the left of a blue square"
+GOOD = json.dumps({"prompt": PROMPT, "negative_prompt": "", "background_prompt": "a plain grey background",
+                   "regions": [{"prompt": "a red circle, glossy", "box": [0.05, 0.1, 0.3, 0.35]},
+                               {"prompt": "a red circle, matte", "box": [0.05, 0.6, 0.3, 0.85]},
+                               {"prompt": "a blue square", "box": [0.6, 0.35, 0.9, 0.65]}]})
+WRONG_COUNT = json.dumps({"regions": [{"prompt": "a red circle", "box": [0.05, 0.1, 0.3, 0.35]},
+                                      {"prompt": "a blue square", "box": [0.6, 0.35, 0.9, 0.65]}]})
+SECRET = "sk-test-SECRET-0123456789"
+
+
+def plan(server, **kwargs):
+    kwargs.setdefault("use_cache", False)
+    kwargs.setdefault("timeout", 1.0)
+    kwargs.setdefault("transport_retries", 0)
+    return plan_scene(PROMPT, llm=f"openai:test-model@{server.url}", **kwargs)
+
+
+def test_good_reply_uses_json_schema_mode(replay_server):
+    replay_server.script = [("reply", "Reasoning first.\n" + GOOD)]
+    scene = plan(replay_server, width=640)
+    assert [r.prompt for r in scene.regions] == ["a red circle, glossy", "a red circle, matte", "a blue square"]
+    assert scene.prompt == PROMPT and scene.width == 640 and scene.background_prompt == "a plain grey background"
+    headers, body = replay_server.requests[0]
+    assert len(replay_server.requests) == 1
+    assert body["model"] == "test-model" and body["temperature"] == 0
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"]["title"] == "scenecraft Scene"
+    assert body["messages"][0]["role"] == "system" and body["messages"][-1]["content"] == f"Prompt: {PROMPT}"
+
+
+@pytest.mark.parametrize("first", [
+    "this is not json at all",
+    GOOD[: len(GOOD) // 2],  # truncated
+    WRONG_COUNT,
+    json.dumps({"regions": [{"prompt": "a red circle", "box": [0.1, 0.1, 0.3, 0.3]},
+                            {"prompt": "a red circle", "box": [0.1, 0.5, 0.3, 0.7]},
+                            {"prompt": "a blue square", "box": [0.6, 0.3, 0.9, 0.6]},
+                            {"prompt": "a green square", "box": "left"}]}),
+])
+def test_one_retry_feeds_the_error_back(replay_server, first):
+    replay_server.script = [("reply", first), ("reply", GOOD)]
+    scene = plan(replay_server)
+    assert len(scene.regions) == 3
+    assert len(replay_server.requests) == 2
+    retry = replay_server.requests[1][1]["messages"]
+    assert retry[-2] == {"role": "assistant", "content": first}
+    assert retry[-1]["role"] == "user" and "rejected" in retry[-1]["content"]
+    if first == WRONG_COUNT:
+        assert "two red circles" in retry[-1]["content"] and "1 region(s)" in retry[-1]["content"]
+
+
+def test_two_bad_replies_give_a_clear_error_and_no_more_calls(replay_server):
+    replay_server.script = [("reply", WRONG_COUNT)]
+    with pytest.raises(PlanValidationError, match=r"no valid plan in 2 attempt\(s\).*two red circles"):
+        plan(replay_server)
+    assert len(replay_server.requests) == 2
+    replay_server.requests.clear()
+    with pytest.raises(PlanValidationError):
+        plan(replay_server, retries=0)
+    assert len(replay_server.requests) == 1
+
+
+def test_negated_object_in_a_region_is_rejected(replay_server):
+    reply = json.dumps({"regions": [{"prompt": "a blue circle", "box": [0.1, 0.1, 0.4, 0.4]},
+                                    {"prompt": "a red square", "box": [0.5, 0.5, 0.9, 0.9]}]})
+    replay_server.script = [("reply", reply)]
+    with pytest.raises(PlanValidationError, match="excludes 'red square'"):
+        plan_scene("a blue circle and no red square", llm=f"openai:m@{replay_server.url}", use_cache=False,
+                   timeout=1.0, transport_retries=0)
+
+
+def test_split_layout(replay_server):
+    reply = json.dumps({"split": "1,1,1", "regions": [{"prompt": "a red circle", "cell": 0},
+                                                      {"prompt": "a red circle", "cell": 1},
+                                                      {"prompt": "a blue square", "cell": 2}]})
+    replay_server.script = [("reply", GOOD), ("reply", reply)]
+    scene = plan(replay_server, layout="split")  # the boxes reply is rejected for a split layout
+    assert scene.split == "1,1,1" and all(isinstance(r.geometry, Cell) for r in scene.regions)
+    assert "split" in replay_server.requests[0][1]["messages"][0]["content"]
+
+
+def test_http_500_is_reported_with_status_and_attempts(replay_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    replay_server.script = [("status", 500, f"internal error, your key was {SECRET}")]
+    with pytest.raises(BackendError) as caught:
+        plan(replay_server, transport_retries=1)
+    message = str(caught.value)
+    assert "HTTP 500" in message and "2 attempt(s)" in message
+    assert SECRET not in message and "***" in message
+    assert len(replay_server.requests) == 2  # one transport retry, then stop
+    assert replay_server.requests[0][0]["authorization"] == f"Bearer {SECRET}"
+
+
+def test_timeout_is_bounded_and_reported(replay_server):
+    replay_server.script = [("sleep", 2.0, GOOD)]
+    with pytest.raises(BackendError, match=r"timed out after 1 attempt\(s\) of 0.3 s"):
+        plan(replay_server, timeout=0.3)
+
+
+def test_unreachable_server():
+    with pytest.raises(BackendError, match="unreachable"):
+        plan_scene(PROMPT, llm="openai:m@http://127.0.0.1:9/v1", use_cache=False, timeout=0.5, transport_retries=0)
+
+
+def test_api_key_never_in_errors_or_logs(replay_server, monkeypatch, caplog):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    replay_server.script = [("status", 401, f"bad key {SECRET}")]
+    with pytest.raises(BackendError) as caught:
+        plan(replay_server)
+    replay_server.script = [("reply", WRONG_COUNT)]
+    with pytest.raises(PlanValidationError) as caught_validation:
+        plan(replay_server)
+    assert "HTTP 401" in str(caught.value)
+    for text in (str(caught.value), repr(caught.value), str(caught_validation.value), caplog.text):
+        assert SECRET not in text
+    assert SECRET not in repr(make_backend("openai:m"))
+    assert redact(f"x {SECRET} y") == "x *** y"
+
+
+def test_openai_without_base_url_needs_a_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(BackendError, match="OPENAI_API_KEY"):
+        plan_scene(PROMPT, llm="openai:gpt-4o", use_cache=False)
+
+
+def test_cache_second_run_makes_no_call(replay_server, tmp_path):
+    replay_server.script = [("reply", GOOD)]
+    first = plan(replay_server, use_cache=True, cache_dir=tmp_path)
+    second = plan(replay_server, use_cache=True, cache_dir=tmp_path)
+    assert first == second and len(replay_server.requests) == 1
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and not list(tmp_path.glob(".tmp-*"))
+    entry = json.loads(files[0].read_text())
+    assert entry["key"]["template"] == TEMPLATE_VERSION and entry["key"]["model"] == "test-model"
+    plan(replay_server, use_cache=True, cache_dir=tmp_path, layout="boxes", width=256)  # another size: a miss
+    assert len(replay_server.requests) == 2
+    files[0].write_text("{broken")  # an unreadable entry is a miss, then rewritten
+    plan(replay_server, use_cache=True, cache_dir=tmp_path)
+    assert len(replay_server.requests) == 3 and isinstance(
+        PlanCache(tmp_path).get(entry["key"]).regions[0].geometry, Box)
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCENECRAFT_CACHE", str(tmp_path / "sc"))
+    assert default_cache_dir() == tmp_path / "sc" / "plans"
+    monkeypatch.delenv("SCENECRAFT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "scenecraft" / "plans"
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ("gpt-4", "KIND:MODEL"), ("claude:x", "unknown LLM kind"), ("openai:", "names no model"),
+    ("openai:m@ftp://x", "http"), ("gemini:m@http://x", "only supported"),
+])
+def test_bad_specs(spec, reason):
+    with pytest.raises(BackendSpecError, match=reason):
+        parse_spec(spec)
+
+
+def test_specs_and_missing_optional_packages(monkeypatch):
+    assert str(parse_spec("openai:qwen2.5@http://localhost:8000/v1")) == "openai:qwen2.5@http://localhost:8000/v1"
+    assert parse_spec("local:/models/x.gguf").model == "/models/x.gguf"
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_optional(name, *args, **kwargs):
+        if name.startswith(("google", "anthropic")):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optional)
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    for spec, package in (("gemini:gemini-2.0-flash", "google-genai"), ("anthropic:claude", "anthropic")):
+        with pytest.raises(BackendError, match=f"pip install {package}"):
+            make_backend(spec).complete([], schema=None, max_tokens=1)
+    with pytest.raises(BackendError, match="does not exist"):
+        make_backend("local:/no/such/model.gguf").complete([], schema=None, max_tokens=1)
