@@ -96,7 +96,7 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
 
     if model in TINY_MODELS:
         pipe = testing.tiny_sdxl_pipeline() if model == "tiny-sdxl" else testing.tiny_sd_pipeline()
-        return pipe.to(dtype=dtype)
+        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     if model == TOYWORLD:
         if not (toyworld_path() / "model_index.json").is_file():
             raise ModelLoadError("the toy-world model is not shipped with this installation of scenecraft")

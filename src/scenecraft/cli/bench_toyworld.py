@@ -1,0 +1,97 @@
+"""``scenecraft bench toyworld``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import bench_app
+
+METHODS = ("plain", "regional-split", "regional-boxes")
+
+
+def make_methods(pipe, names: list[str], steps: int, guidance: float, size: int):
+    """``name -> (plan, generate)`` for the benchmark; every method is planned by the offline planner."""
+    import numpy as np
+
+    from ..generation import RegionalConfig, generate_regional
+    from ..planning import plan_scene
+    from ..scene import Scene
+
+    def generate(scene: Scene, seed: int) -> np.ndarray:
+        config = RegionalConfig(num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np")
+        image = generate_regional(pipe, scene, config).images[0]
+        return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+    planners = {
+        "plain": lambda text: Scene(prompt=text, width=size, height=size),
+        "regional-split": lambda text: plan_scene(text, layout="split", width=size, height=size),
+        "regional-boxes": lambda text: plan_scene(text, layout="boxes", width=size, height=size),
+    }
+    unknown = sorted(set(names) - set(planners))
+    if unknown:
+        raise typer.BadParameter(f"unknown method(s) {unknown}; available: {', '.join(planners)}")
+    return {name: (planners[name], generate) for name in names}
+
+
+@bench_app.command("toyworld")
+def bench_toyworld(
+    quick: Annotated[bool, typer.Option("--quick", help="The small suite (2 prompts per category, 1 seed) for CI.")] = False,
+    prompts: Annotated[Optional[int], typer.Option(help="Prompts per category (default 5; 2 with --quick).")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Seeds per prompt (default 3; 1 with --quick).")] = None,
+    methods: Annotated[str, typer.Option(help=f"Comma-separated methods: {', '.join(METHODS)}.")] = ",".join(METHODS),
+    model: Annotated[str, typer.Option(help="Model (default: the shipped toy-world model).")] = "toyworld",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+    sheet: Annotated[Path, typer.Option(help="Contact sheet PNG to write.")] = Path("toyworld-contact-sheet.png"),
+    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Accuracy per category of every method on the toy world, seconds per image, and a contact sheet."""
+    import torch
+
+    from ..evaluation.bench_toyworld import CATEGORIES, build_suite, contact_sheet, run_toyworld_benchmark
+    from ..generation import load_pipeline
+    from ..planning import plan_scene
+    from ..planning.draw import draw_layout
+
+    if threads:
+        torch.set_num_threads(threads)
+    prompts = prompts or (2 if quick else 5)
+    seed_list = list(range(seeds or (1 if quick else 3)))
+    pipe = load_pipeline(model, device="cpu")
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    chosen = make_methods(pipe, [m.strip() for m in methods.split(",") if m.strip()], steps, guidance, size)
+    suite = build_suite(prompts)
+
+    first_seed_images: dict[str, list] = {p.text: [] for p in suite}
+
+    def keep(method, prompt, seed, image, ok):
+        if seed == seed_list[0]:
+            first_seed_images[prompt.text].append((method, image, ok))
+
+    reports = run_toyworld_benchmark(chosen, suite, seed_list, on_image=keep)
+    rows = [(p.text, draw_layout(plan_scene(p.text, width=size, height=size), size=128), first_seed_images[p.text])
+            for p in suite]
+    contact_sheet(rows).save(sheet)
+
+    columns = [*CATEGORIES, "compositional", "overall"]
+    if as_json:
+        payload = {
+            "model": model, "steps": steps, "guidance": guidance, "prompts_per_category": prompts,
+            "seeds": len(seed_list), "threads": torch.get_num_threads(), "contact_sheet": str(sheet),
+            "methods": {r.name: {"accuracy": r.accuracy(), "seconds_per_image": r.seconds_per_image} for r in reports},
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(f"toy world: {len(suite)} prompts x {len(seed_list)} seeds, {steps} steps, guidance {guidance}, "
+               f"{torch.get_num_threads()} threads")
+    typer.echo(f"{'method':<16}" + "".join(f"{c:>14}" for c in columns) + f"{'s/image':>10}")
+    for report in reports:
+        accuracy = report.accuracy()
+        typer.echo(f"{report.name:<16}" + "".join(f"{100 * accuracy[c]:>13.1f}%" for c in columns)
+                   + f"{report.seconds_per_image:>10.3f}")
+    typer.echo(f"contact sheet: {sheet}")
