@@ -6,6 +6,8 @@ import itertools
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scenecraft.planning import PlanError, plan_offline, plan_scene
 from scenecraft.planning.grammar import parse_prompt
@@ -210,3 +212,20 @@ def test_deterministic_and_fast():
     per_prompt_ms = 1000 * (time.perf_counter() - start) / len(prompts)
     assert again == first
     assert per_prompt_ms < 10, per_prompt_ms
+
+
+_WORDS = ["a", "an", "two", "3", "red", "blue", "circle", "squares", "and", "no", "without", "left", "of", "to", "the",
+          "above", "below", "on", "top", "in", "park", "between", "from", "right", ",", ".", "each", "other", "side",
+          "by", "twenty", "9999", "inside", "a photo of", "scene", "with", "behind", "front", "stacked", "é", "猫"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=30).map(" ".join), st.sampled_from(["boxes", "split"]))
+def test_fuzz_offline_planner_gives_a_scene_or_a_plan_error(prompt, layout):
+    try:
+        scene = plan_offline(prompt, layout=layout)
+    except PlanError:
+        assert not prompt.strip()
+        return
+    assert isinstance(scene, Scene) and scene.prompt == prompt
+    assert Scene.from_json(scene.to_json()) == scene

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from .errors import PlanError
 from .lexicon import (
-    CANVAS_WORDS, COLLECTIVES, COLOURS, DETERMINERS, FILLERS, NOUN_ING, NUMBER_WORDS, SETTINGS, SIZE_WORDS,
+    CANVAS_WORDS, COLLECTIVES, COLOURS, DETERMINERS, FILLERS, NOUN_ING, NUMBER_WORDS, PRONOUNS, SETTINGS,
+    SIZE_WORDS,
     STYLE_NOUNS, a_or_an, is_plural, pluralize, singularize,
 )
 
@@ -324,11 +325,13 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
         else:
             break
         i += 1
-    body = words[i:]
+    body = [w for w in words[i:] if w not in PRONOUNS or w == "one" and len(words[i:]) > 1]
     while body and (body[-1] in DETERMINERS or body[-1] == "of"):
         body.pop()
-    if not body:
-        return None
+    while body and (body[0] in DETERMINERS or body[0] == "of"):
+        body.pop(0)
+    if not body or all(w in COLOURS or w in SIZE_WORDS for w in body) and len(body) < len(words[i:]):
+        return None  # "two of them black": a remark about objects already named
     complement = ""
     if "of" in body[1:]:
         cut = body.index("of", 1)
@@ -399,6 +402,9 @@ def _on_entity(state: _State, entity: Entity, words: list[str]) -> None:
             state.entities[pending[1]] = _apply_abs(state.entities[pending[1]], kind)
         state.pending = None
         return
+    if pending is not None and words and all(w in PRONOUNS or w in DETERMINERS or w in ("each", "other", "another")
+                                             for w in words):
+        return  # handled by _on_pronoun
     if state.negating:
         written = " ".join(w for w in words if w not in DETERMINERS and w not in ("any",))
         state.negatives.append(replace(entity, negated=True, plural_text=written or entity.phrase))
@@ -440,6 +446,8 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     state = _State()
     for kind, value in _split_items(words):
         if kind == "np":
+            if _on_pronoun(state, value):  # type: ignore[arg-type]
+                continue
             entity = _parse_noun_phrase(value)  # type: ignore[arg-type]
             if entity is not None:
                 _on_entity(state, entity, value)  # type: ignore[arg-type]
@@ -504,3 +512,19 @@ def _close_clause(state: _State) -> None:
         kind, state.pending_seq = state.pending_seq, None
         if state.clause:
             _on_sequence(state, kind)
+
+
+def _on_pronoun(state: _State, words: list[str]) -> bool:
+    """"a laptop below them": the pending relation's object is every earlier entity of the clause."""
+    if not words or not all(w in PRONOUNS for w in words) or state.pending is None:
+        return False
+    kind, subject, objects, _ = state.pending
+    if subject is None or kind == "between":
+        return False
+    earlier = [i for i in state.clause if i != subject] if words[-1] in ("them", "they", "those", "these", "both",
+                                                                         "others") else [
+        i for i in state.clause if i != subject][-1:]
+    for index in earlier:
+        _add_relation(state, kind, subject, [index])
+    state.pending = None
+    return True

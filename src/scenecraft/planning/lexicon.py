@@ -63,7 +63,11 @@ NOUN_ING = frozenset({
 FILLERS = frozenset({"there", "is", "are", "be", "was", "were", "also", "placed", "positioned", "located",
                      "shown", "visible", "together", "respectively", "each", "too", "here", "which", "that",
                      "it", "they", "just", "only", "please", "draw", "show", "generate", "create",
-                     "make", "depict", "me", "we", "see", "can", "you", "i", "want"})
+                     "make", "depict", "me", "we", "see", "can", "you", "i", "want", "parked", "seated", "drawn",
+                     "painted", "perched", "stacked", "lined", "scattered", "arranged", "hung", "kept", "set"})
+
+#: Words that refer back to objects already named: "a laptop below them".
+PRONOUNS = frozenset({"them", "it", "they", "him", "her", "those", "these", "others", "one", "ones", "both"})
 
 _IRREGULAR_PLURALS = {
     "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice", "goose": "geese",

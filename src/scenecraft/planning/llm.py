@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from ..scene import Scene, SceneError, scene_json_schema
+from ..scene.split import SplitRatioError
 from .backends import Backend
 from .errors import PlanError, PlanParseError, PlanValidationError
 from .grammar import parse_prompt
@@ -35,7 +36,7 @@ def read_reply(text: str, *, prompt: str, width: int, height: int, min_side: flo
         data = repair_scene_dict(data, width=width, height=height, min_side=min_side)
         try:
             return Scene.from_dict(data)
-        except (SceneError, TypeError) as error:
+        except (SceneError, SplitRatioError, TypeError) as error:
             raise PlanParseError(str(error).splitlines()[0][:300], fmt="JSON reply") from error
     if "Final split ratio" in text or "final split ratio" in text.lower():
         return read_rpg(text, prompt=prompt, width=width, height=height)

@@ -67,7 +67,7 @@ def repair_scene_dict(data: dict[str, Any], *, width: int, height: int,
         return data
     kept = []
     for entry in regions:
-        if isinstance(entry, dict) and "box" in entry:
+        if isinstance(entry, dict) and "box" in entry and entry["box"] is not None:
             box = _repair_box(entry["box"], width, height, min_side)
             if box is None:
                 raise PlanValidationError(f"region {entry.get('prompt')!r} has a box {entry['box']!r} outside the canvas")
