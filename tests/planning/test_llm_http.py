@@ -39,7 +39,9 @@ def test_good_reply_uses_json_schema_mode(replay_server):
     assert len(replay_server.requests) == 1
     assert body["model"] == "test-model" and body["temperature"] == 0
     assert body["response_format"]["type"] == "json_schema"
-    assert body["response_format"]["json_schema"]["schema"]["title"] == "scenecraft Scene"
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["title"] == "scenecraft Scene" and body["max_tokens"] == 1024
+    assert schema["properties"]["regions"]["items"]["required"] == ["prompt", "box"]
     assert body["messages"][0]["role"] == "system" and body["messages"][-1]["content"] == f"Prompt: {PROMPT}"
 
 
@@ -193,3 +195,41 @@ def test_specs_and_missing_optional_packages(monkeypatch):
             make_backend(spec).complete([], schema=None, max_tokens=1)
     with pytest.raises(BackendError, match="does not exist"):
         make_backend("local:/no/such/model.gguf").complete([], schema=None, max_tokens=1)
+
+
+def test_layout_schemas_accept_only_valid_scenes_of_their_layout():
+    import jsonschema
+
+    from scenecraft.planning.templates import examples, layout_schema
+    from scenecraft.scene import scene_json_schema
+
+    for layout, other in (("boxes", "split"), ("split", "boxes")):
+        schema = layout_schema(layout)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        for _, scene in examples(layout):
+            data = {k: v for k, v in scene.to_dict().items() if k not in ("version", "width", "height", "base_ratio")}
+            jsonschema.validate(data, schema)
+            jsonschema.validate(data, scene_json_schema())
+        for _, scene in examples(other):
+            data = {k: v for k, v in scene.to_dict().items() if k not in ("version", "width", "height", "base_ratio")}
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(data, schema)
+
+
+def test_in_context_examples_pass_their_own_checks():
+    from scenecraft.planning.grammar import parse_prompt
+    from scenecraft.planning.templates import build_messages, examples
+    from scenecraft.planning.validate import check_scene
+
+    for layout in ("boxes", "split"):
+        pairs = examples(layout)
+        prompts = [p for p, _ in pairs]
+        assert any(p.startswith("three") for p in prompts)  # counting
+        assert any("without" in p for p in prompts)  # negation
+        assert any("left of" in p for p in prompts)  # spatial
+        assert "un chat noir sur une chaise rouge" in prompts  # non-English
+        for prompt, scene in pairs:
+            assert check_scene(scene, parse_prompt(prompt)) is scene
+        messages = build_messages("a cat", layout)
+        assert len(messages) == 2 + 2 * len(pairs) and messages[-1]["content"] == "Prompt: a cat"
+        assert all(json.loads(m["content"]) for m in messages if m["role"] == "assistant")

@@ -118,7 +118,9 @@ class OpenAIBackend:
         key = _key("openai", required=self.spec.base_url is None) or "not-needed"
         client = openai.OpenAI(api_key=key, base_url=self.spec.base_url, timeout=self.timeout,
                                max_retries=self.transport_retries)
-        kwargs: dict[str, Any] = {"model": self.spec.model, "messages": messages, "max_tokens": max_tokens,
+        # OpenAI's own API wants max_completion_tokens; compatible servers know max_tokens.
+        limit = "max_tokens" if self.spec.base_url else "max_completion_tokens"
+        kwargs: dict[str, Any] = {"model": self.spec.model, "messages": messages, limit: max_tokens,
                                   "temperature": 0}
         if schema is not None and self.use_schema:
             kwargs["response_format"] = {"type": "json_schema",

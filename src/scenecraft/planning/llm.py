@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..scene import Scene, SceneError, scene_json_schema
+from ..scene import Scene, SceneError
 from ..scene.split import SplitRatioError
 from .backends import Backend
 from .errors import PlanError, PlanParseError, PlanValidationError
 from .grammar import parse_prompt
 from .readers import extract_json_object, read_lmd, read_rpg
-from .templates import build_messages, retry_message
+from .templates import build_messages, layout_schema, retry_message
 from .validate import DEFAULT_MIN_SIDE, check_scene, repair_scene_dict
 
 __all__ = ["LLMPlanner", "read_reply"]
@@ -69,7 +69,7 @@ class LLMPlanner:
             raise PlanError(f"retries must be 0, 1 or 2, got {self.retries!r}")
         expected = parse_prompt(prompt) if self.validate else None
         messages = build_messages(prompt, layout)
-        schema = scene_json_schema()
+        schema = layout_schema(layout)
         errors: list[str] = []
         for attempt in range(1 + self.retries):
             text = self.backend.complete(messages, schema=schema, max_tokens=self.max_tokens)

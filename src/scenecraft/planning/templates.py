@@ -8,12 +8,13 @@ the plan-cache key: change it whenever a template or an example changes.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
-from ..scene import Scene
+from ..scene import Scene, scene_json_schema
 
-__all__ = ["TEMPLATE_VERSION", "build_messages", "examples", "retry_message"]
+__all__ = ["TEMPLATE_VERSION", "build_messages", "examples", "layout_schema", "retry_message"]
 
 TEMPLATE_VERSION = "scenecraft-plan-1"
 
@@ -105,3 +106,28 @@ def retry_message(error: str) -> dict[str, str]:
     """The one follow-up message that feeds a validation error back to the LLM."""
     return {"role": "user", "content": f"Your answer was rejected: {error}. Answer again with the corrected JSON "
                                        "object only."}
+
+
+def layout_schema(layout: str) -> dict[str, Any]:
+    """The structured-output schema for ``layout``: the Scene schema with every region required to be
+    a box (``"boxes"``) or a cell (``"split"``), masks and the version/size fields left out (the
+    planner sets those). Every object it accepts is also a valid Scene."""
+    schema = copy.deepcopy(scene_json_schema())
+    for key in ("$schema", "$id"):
+        schema.pop(key, None)
+    properties = schema["properties"]
+    for key in ("version", "width", "height", "base_ratio"):
+        properties.pop(key, None)
+    region = properties["regions"]["items"]
+    region.pop("oneOf", None)
+    region["properties"].pop("mask", None)
+    kind = "box" if layout == "boxes" else "cell"
+    region["properties"].pop("cell" if kind == "box" else "box", None)
+    region["required"] = ["prompt", kind]
+    if layout == "split":
+        properties["split"] = {"type": "string", "description": properties["split"]["description"]}
+        schema["required"] = ["split", "regions"]
+    else:
+        properties["split"] = {"type": "null"}
+        schema["required"] = ["regions"]
+    return schema
