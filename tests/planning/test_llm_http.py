@@ -233,3 +233,22 @@ def test_in_context_examples_pass_their_own_checks():
         messages = build_messages("a cat", layout)
         assert len(messages) == 2 + 2 * len(pairs) and messages[-1]["content"] == "Prompt: a cat"
         assert all(json.loads(m["content"]) for m in messages if m["role"] == "assistant")
+
+
+def test_cli_plan_with_llm_and_cache(replay_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from scenecraft.cli import plan as _commands  # noqa: F401
+    from scenecraft.cli.app import app
+    from scenecraft.scene import Scene
+
+    replay_server.script = [("reply", GOOD)]
+    args = ["plan", PROMPT, "--llm", f"openai:m@{replay_server.url}", "--cache-dir", str(tmp_path), "--timeout", "1"]
+    first = CliRunner().invoke(app, args)
+    second = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output
+    assert Scene.from_json(first.stdout) == Scene.from_json(second.stdout)
+    assert len(replay_server.requests) == 1
+    replay_server.script = [("reply", WRONG_COUNT)]
+    bad = CliRunner().invoke(app, [*args, "--no-cache"])
+    assert bad.exit_code == 2 and "no valid plan" in bad.output
