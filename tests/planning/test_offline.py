@@ -229,3 +229,24 @@ def test_fuzz_offline_planner_gives_a_scene_or_a_plan_error(prompt, layout):
         return
     assert isinstance(scene, Scene) and scene.prompt == prompt
     assert Scene.from_json(scene.to_json()) == scene
+
+
+@pytest.mark.parametrize("prompt, category, objects", [
+    ("A picture showing 4 cups on a table", "numeracy", (("cup", None, 4, None),)),
+    ("an image with five dogs playing in the snow", "numeracy", (("dog", None, 5, None),)),
+    ("a kitchen, but no bottles anywhere", "negation", (("bottle", None, 0, None),)),
+    ("Please draw a laptop and no cats.", "negation", (("cat", None, 0, None),)),
+    ("a photo containing a blue dog next to a white bowl", "attribution",
+     (("dog", "blue", None, None), ("bowl", "white", None, None))),
+    ("There's a bottle on the right side and a dog on the left side.", "spatial",
+     (("bottle", None, None, "right"), ("dog", None, None, "left"))),
+    ("Put the chair at the bottom and the book at the top", "spatial",
+     (("chair", None, None, "bottom"), ("book", None, None, "top"))),
+    ("a car parked below a flying backpack", "spatial", (("car", None, None, "bottom"), ("backpack", None, None, "top"))),
+])
+def test_paraphrased_benchmark_prompts(prompt, category, objects):
+    from scenecraft.evaluation.plan_bench import BenchItem, score_scene
+
+    for layout in ("boxes", "split"):
+        ok, reason = score_scene(BenchItem(prompt, category, objects), plan_offline(prompt, layout=layout))
+        assert ok, (prompt, layout, reason)
