@@ -271,15 +271,8 @@ def _split_items(words: list[str]) -> list[tuple[str, object]]:
 
 def _is_false_match(words: list[str], i: int, phrase: tuple[str, ...], item: tuple[str, str],
                     buffer: list[str]) -> bool:
-    """Phrases that are words of a noun phrase in context ("a few", "no." ...)."""
-    kind, value = item
-    if kind == "neg" and phrase == ("no",) and i + 1 < len(words) and words[i + 1] in (".", ","):
-        return True
-    if kind == "rel" and value == "next" and phrase == ("by",) and not buffer:
-        return False
-    if kind == "abs" and phrase in (("left", "side"), ("right", "side")) and buffer:
-        return False
-    return False
+    """Phrases that are not meant as such in context: "no." / "no," (an answer, not a negation)."""
+    return item[0] == "neg" and phrase == ("no",) and i + 1 < len(words) and words[i + 1] in (".", ",")
 
 
 def _is_verb(word: str) -> bool:

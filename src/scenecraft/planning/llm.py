@@ -67,6 +67,9 @@ class LLMPlanner:
     def plan(self, prompt: str, *, layout: str = "boxes", width: int = 512, height: int = 512) -> Scene:
         if not (isinstance(self.retries, int) and 0 <= self.retries <= 2):
             raise PlanError(f"retries must be 0, 1 or 2, got {self.retries!r}")
+        from .offline import check_layout
+
+        check_layout(layout)
         expected = parse_prompt(prompt) if self.validate else None
         messages = build_messages(prompt, layout)
         schema = layout_schema(layout)
