@@ -24,6 +24,7 @@ class ReplayServer:
     def __init__(self) -> None:
         self.script: list[tuple] = []
         self.requests: list[tuple[dict[str, str], dict]] = []
+        self.paths: list[str] = []
         self.lock = threading.Lock()
         server = self
 
@@ -36,6 +37,7 @@ class ReplayServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server.lock:
                     server.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    server.paths.append(self.path)
                     action = server.script.pop(0) if len(server.script) > 1 else server.script[0]
                 if action[0] == "sleep":
                     time.sleep(action[1])
@@ -43,6 +45,17 @@ class ReplayServer:
                 if action[0] == "status":
                     payload = json.dumps({"error": {"message": action[2], "type": "server_error"}}).encode()
                     self.send_response(action[1])
+                elif self.path.endswith("/messages"):  # Anthropic's messages API
+                    payload = json.dumps({
+                        "id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
+                        "content": [{"type": "text", "text": action[1]}], "stop_reason": "end_turn",
+                        "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1},
+                    }).encode()
+                    self.send_response(200)
+                elif ":generateContent" in self.path:  # Gemini
+                    payload = json.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": action[1]}]},
+                                                          "finishReason": "STOP", "index": 0}]}).encode()
+                    self.send_response(200)
                 else:
                     payload = json.dumps({
                         "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model"),
@@ -61,7 +74,8 @@ class ReplayServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"{self.root}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

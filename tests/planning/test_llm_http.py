@@ -168,7 +168,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("spec, reason", [
     ("gpt-4", "KIND:MODEL"), ("claude:x", "unknown LLM kind"), ("openai:", "names no model"),
-    ("openai:m@ftp://x", "http"), ("gemini:m@http://x", "only supported"),
+    ("openai:m@ftp://x", "http"), ("anthropic:m@x", "http"),
 ])
 def test_bad_specs(spec, reason):
     with pytest.raises(BackendSpecError, match=reason):
@@ -252,3 +252,20 @@ def test_cli_plan_with_llm_and_cache(replay_server, tmp_path):
     replay_server.script = [("reply", WRONG_COUNT)]
     bad = CliRunner().invoke(app, [*args, "--no-cache"])
     assert bad.exit_code == 2 and "no valid plan" in bad.output
+
+
+@pytest.mark.parametrize("kind, module, env", [("anthropic", "anthropic", "ANTHROPIC_API_KEY"),
+                                               ("gemini", "google.genai", "GEMINI_API_KEY")])
+def test_optional_sdk_backends_over_http(replay_server, monkeypatch, kind, module, env):
+    pytest.importorskip(module, reason=f"optional package for the {kind} backend is not installed")
+    monkeypatch.setenv(env, SECRET)
+    replay_server.script = [("reply", WRONG_COUNT), ("reply", GOOD)]
+    scene = plan_scene(PROMPT, llm=f"{kind}:test-model@{replay_server.root}", use_cache=False, timeout=2.0,
+                       transport_retries=0)
+    assert len(scene.regions) == 3 and len(replay_server.requests) == 2
+    assert ("/messages" if kind == "anthropic" else "test-model:generateContent") in replay_server.paths[0]
+    replay_server.script = [("status", 500, f"oops {SECRET}")]
+    with pytest.raises(BackendError) as caught:
+        plan_scene(PROMPT, llm=f"{kind}:test-model@{replay_server.root}", use_cache=False, timeout=2.0,
+                   transport_retries=0)
+    assert SECRET not in str(caught.value)

@@ -4,6 +4,7 @@
 ``openai:gpt-4o``                      OpenAI; key from ``OPENAI_API_KEY``
 ``openai:MODEL@http://host:port/v1``   any OpenAI-compatible server (vLLM, Ollama, llama.cpp
                                        server, LM Studio); key from ``OPENAI_API_KEY`` if set
+``gemini:M@URL``, ``anthropic:M@URL``  the same APIs behind a proxy / gateway (key still needed)
 ``gemini:gemini-2.0-flash``            Google, package ``google-genai``; key ``GEMINI_API_KEY``
                                        (or ``GOOGLE_API_KEY``)
 ``anthropic:claude-sonnet-4-5``        Anthropic, package ``anthropic``; key ``ANTHROPIC_API_KEY``
@@ -59,8 +60,6 @@ def parse_spec(spec: str) -> BackendSpec:
         rest, _, base_url = rest.partition("@")
         if not base_url.startswith(("http://", "https://")):
             raise BackendSpecError(f"base URL must start with http:// or https://, got {base_url!r}")
-        if kind != "openai":
-            raise BackendSpecError(f"a base URL (@...) is only supported for openai-compatible servers, got {spec!r}")
     if not rest.strip():
         raise BackendSpecError(f"LLM spec {spec!r} names no model; write e.g. openai:gpt-4o or local:/path/model.gguf")
     return BackendSpec(kind=kind, model=rest.strip(), base_url=base_url)
@@ -158,8 +157,15 @@ class GeminiBackend:
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, max_tokens: int) -> str:
         genai = _import("google.genai", "google-genai", "gemini")
         types = _import("google.genai.types", "google-genai", "gemini")
-        client = genai.Client(api_key=_key("gemini"), http_options=types.HttpOptions(
-            timeout=int(self.timeout * 1000), retry_options=types.HttpRetryOptions(attempts=1 + self.transport_retries)))
+        try:
+            client = genai.Client(api_key=_key("gemini"), http_options=types.HttpOptions(
+                base_url=self.spec.base_url, timeout=int(self.timeout * 1000),
+                retry_options=types.HttpRetryOptions(attempts=1 + self.transport_retries)))
+        except BackendError:
+            raise
+        except Exception as error:  # an SDK too old for these options
+            raise BackendError(f"{self.spec}: cannot set up google-genai ({type(error).__name__}: {error})"[:300]) \
+                from error
         system = "\n".join(m["content"] for m in messages if m["role"] == "system")
         contents = [types.Content(role="model" if m["role"] == "assistant" else "user",
                                   parts=[types.Part(text=m["content"])]) for m in messages if m["role"] != "system"]
@@ -182,13 +188,12 @@ class AnthropicBackend:
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, max_tokens: int) -> str:
         anthropic = _import("anthropic", "anthropic", "anthropic")
-        client = anthropic.Anthropic(api_key=_key("anthropic"), timeout=self.timeout,
+        client = anthropic.Anthropic(api_key=_key("anthropic"), base_url=self.spec.base_url, timeout=self.timeout,
                                      max_retries=self.transport_retries)
         system = "\n".join(m["content"] for m in messages if m["role"] == "system")
         chat = [m for m in messages if m["role"] != "system"]
         try:
-            reply = client.messages.create(model=self.spec.model, system=system, messages=chat,
-                                           max_tokens=max_tokens, temperature=0)
+            reply = client.messages.create(model=self.spec.model, system=system, messages=chat, max_tokens=max_tokens)
         except anthropic.APIError as error:
             raise BackendError(redact(f"{self.spec} failed: {type(error).__name__}: {error}")[:400]) from error
         return "".join(getattr(block, "text", "") for block in reply.content)
