@@ -250,3 +250,16 @@ def test_paraphrased_benchmark_prompts(prompt, category, objects):
     for layout in ("boxes", "split"):
         ok, reason = score_scene(BenchItem(prompt, category, objects), plan_offline(prompt, layout=layout))
         assert ok, (prompt, layout, reason)
+
+
+def test_colour_distribution_postnominal_colours_and_between_a_pair():
+    assert captions(plan_offline("two circles, one red and one blue")) == ["a blue circle", "a red circle"]
+    assert captions(plan_offline("three squares: two green and one yellow")) == [
+        "a green square", "a green square", "a yellow square"]
+    scene = plan_offline("a circle that is red next to a square that is blue")
+    assert centres(scene, "a red circle")[0][0] < centres(scene, "a blue square")[0][0]
+    scene = plan_offline("a small purple triangle between two big green circles")
+    middle = centres(scene, "a small purple triangle")[0][0]
+    sides = sorted(x for x, _ in centres(scene, "a big green circle"))
+    assert sides[0] < middle < sides[1]
+    assert captions(plan_offline("four dogs, two of them black")) == ["a dog"] * 4

@@ -73,7 +73,7 @@ _NEG_PHRASES = ("without", "with no", "no", "not", "excluding", "without any", "
 _CONJ_PHRASES = ("and", "with", "plus", "as well as", "along with", "together with", "&", "while", "or",
                  "holding", "wearing", "carrying", "eating", "watching", "chasing", "playing with",
                  "looking at", "and also", "then", "followed by", "containing", "including", "featuring")
-_SEP = frozenset({".", ";", "!", "?", ":"})
+_SEP = frozenset({".", ";", "!", "?"})
 _CORNERS = {(v, h) for v in ("top", "bottom", "upper", "lower") for h in ("left", "right")}
 
 
@@ -198,6 +198,7 @@ class _State:
     pending: list | None = None  # [kind, subject or None, objects list, preposition words]
     pending_abs: str | None = None
     pending_seq: str | None = None
+    distributing: list | None = None  # [index of the first part, instances left, the plain entity]
 
 
 def tokenize(prompt: str) -> list[str]:
@@ -250,7 +251,7 @@ def _split_items(words: list[str]) -> list[tuple[str, object]]:
         if word in _SEP:
             flush()
             items.append(("sep", word))
-        elif word == ",":
+        elif word in (",", ":"):
             if buffer and (buffer[-1] in COLOURS or buffer[-1] in SIZE_WORDS):
                 pass  # "a big, red ball": one phrase
             else:
@@ -330,6 +331,9 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
         cut = body.index("of", 1)
         complement = " ".join(body[cut:])
         body = body[:cut]
+    if body[-1] in COLOURS and any(w not in COLOURS for w in body):  # "a circle that is red"
+        cut = max(k for k, w in enumerate(body) if w not in COLOURS)
+        body = [w for k, w in enumerate(body) if k != cut and k < cut] + body[cut + 1:] + [body[cut]]
     head_written = body[-1]
     modifiers = tuple(body[:-1])
     plural = is_plural(head_written)
@@ -409,6 +413,13 @@ def _on_entity(state: _State, entity: Entity, words: list[str]) -> None:
     if state.pending_abs is not None:
         entity = _apply_abs(entity, state.pending_abs)
         state.pending_abs = None
+    if _distribute(state, entity):
+        return
+    if pending is not None and pending[0] == "between" and not pending[2] and entity.count == 2:
+        single = replace(entity, count=1)  # "between two circles": one on each side
+        _on_entity(state, single, words)
+        _on_entity(state, single, words)
+        return
     state.entities.append(entity)
     index = len(state.entities) - 1
     state.clause.append(index)
@@ -520,4 +531,33 @@ def _on_pronoun(state: _State, words: list[str]) -> bool:
     for index in earlier:
         _add_relation(state, kind, subject, [index])
     state.pending = None
+    return True
+
+
+def _distribute(state: _State, entity: Entity) -> bool:
+    """"two circles, one red and one blue": colour-only phrases split the last plain group."""
+    from dataclasses import replace
+
+    if entity.head not in COLOURS or entity.modifiers or not state.clause:
+        return False
+    base_index = state.clause[-1]
+    base = state.entities[base_index]
+    origin = state.distributing if state.distributing and state.distributing[0] in state.clause else None
+    if origin is None:
+        if base.count < 2 or base.colours or base.head in COLOURS:
+            return False
+        origin = state.distributing = [base_index, base.count, base]
+        if entity.count >= base.count:
+            return False
+        state.entities[base_index] = replace(base, modifiers=(entity.head, *base.modifiers), count=entity.count,
+                                             plural_text=None)
+        origin[1] -= entity.count
+        return True
+    _, remaining, plain = origin
+    if remaining <= 0:
+        return False
+    count = min(entity.count, remaining)
+    origin[1] -= count
+    state.entities.append(replace(plain, modifiers=(entity.head, *plain.modifiers), count=count, plural_text=None))
+    state.clause.append(len(state.entities) - 1)
     return True
