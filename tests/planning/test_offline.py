@@ -263,3 +263,14 @@ def test_colour_distribution_postnominal_colours_and_between_a_pair():
     sides = sorted(x for x, _ in centres(scene, "a big green circle"))
     assert sides[0] < middle < sides[1]
     assert captions(plan_offline("four dogs, two of them black")) == ["a dog"] * 4
+
+
+def test_planning_imports_no_torch_and_no_llm_client():
+    import subprocess
+    import sys
+
+    code = ("import sys, scenecraft.planning, scenecraft.evaluation.plan_bench, scenecraft.cli.plan; "
+            "scenecraft.planning.plan_scene('a red circle above a blue square'); "
+            "print(sorted(m for m in ('torch', 'transformers', 'openai', 'anthropic', 'google.genai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
