@@ -8,8 +8,8 @@ from pathlib import Path
 from PIL import Image
 from typer.testing import CliRunner
 
-from scenecraft.cli.app import app
 from scenecraft.cli import plan as _plan_commands  # noqa: F401  (registers the commands)
+from scenecraft.cli.app import app
 from scenecraft.evaluation.plan_bench import CATEGORIES, BenchItem, lmd_benchmark, run_plan_bench, score_scene
 from scenecraft.planning import read_lmd
 from scenecraft.scene import Scene

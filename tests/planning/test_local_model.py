@@ -14,9 +14,9 @@ import pytest
 
 from scenecraft.planning import PlanError
 from scenecraft.planning.backends import make_backend
+from scenecraft.planning.grammar import parse_prompt
 from scenecraft.planning.llm import LLMPlanner
 from scenecraft.planning.validate import check_scene
-from scenecraft.planning.grammar import parse_prompt
 
 
 def _smollm2_gguf() -> Path | None:

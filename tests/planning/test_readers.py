@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,8 +13,6 @@ from scenecraft.planning import PlanError, PlanParseError, read_json_scene, read
 from scenecraft.planning.llm import read_reply
 from scenecraft.planning.readers import MAX_REPLY_CHARS
 from scenecraft.scene import Box, Scene
-
-from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

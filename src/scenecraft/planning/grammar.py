@@ -16,9 +16,21 @@ from dataclasses import dataclass, field
 
 from .errors import PlanError
 from .lexicon import (
-    CANVAS_WORDS, COLLECTIVES, COLOURS, DETERMINERS, FILLERS, NOUN_ING, NUMBER_WORDS, PRONOUNS, SETTINGS,
+    CANVAS_WORDS,
+    COLLECTIVES,
+    COLOURS,
+    DETERMINERS,
+    FILLERS,
+    NOUN_ING,
+    NUMBER_WORDS,
+    PRONOUNS,
+    SETTINGS,
     SIZE_WORDS,
-    STYLE_NOUNS, a_or_an, is_plural, pluralize, singularize,
+    STYLE_NOUNS,
+    a_or_an,
+    is_plural,
+    pluralize,
+    singularize,
 )
 
 __all__ = ["Entity", "ParsedPrompt", "Relation", "parse_prompt", "MAX_PROMPT_CHARS", "MAX_COUNT"]

@@ -183,8 +183,9 @@ def _instance_boxes(slot: Rect, entity: Entity, knobs: LayoutKnobs) -> list[Rect
 
 
 def place_boxes(entities: list[Entity], relations: list[Relation],
-                sequences: list[tuple[str, tuple[int, ...]]], knobs: LayoutKnobs = LayoutKnobs()) -> list[list[Rect]]:
+                sequences: list[tuple[str, tuple[int, ...]]], knobs: LayoutKnobs | None = None) -> list[list[Rect]]:
     """One list of boxes ``(x0, y0, x1, y1)`` (canvas fractions) per entity, one box per instance."""
+    knobs = knobs or LayoutKnobs()
     if not entities:
         return []
     h_edges, v_edges = _edges(entities, relations, sequences)

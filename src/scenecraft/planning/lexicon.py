@@ -57,7 +57,7 @@ NOUN_ING = frozenset({
     "painting", "building", "ring", "king", "swing", "wing", "string", "spring", "ceiling", "pudding", "thing",
     "earring", "sibling", "dumpling", "wedding", "evening", "morning", "clothing", "stocking", "icing", "sling",
     "drawing", "lightning", "ding", "ping", "sing", "bing", "viking", "duckling", "seedling", "frosting", "railing",
-    "stuffing", "awning", "sapling", "lemming", "herring", "shilling", "bunting", "wedding", "filling", "ending",
+    "stuffing", "awning", "sapling", "lemming", "herring", "shilling", "bunting", "filling", "ending",
 })
 
 FILLERS = frozenset({"there", "is", "are", "be", "was", "were", "also", "placed", "positioned", "located",

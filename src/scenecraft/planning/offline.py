@@ -51,11 +51,11 @@ def _negative(negatives: tuple[Entity, ...]) -> str:
 
 
 def scene_from_parsed(parsed: ParsedPrompt, *, layout: str = "boxes", width: int = 512, height: int = 512,
-                      knobs: LayoutKnobs = LayoutKnobs()) -> Scene:
+                      knobs: LayoutKnobs | None = None) -> Scene:
     """Lay out what :func:`parse_prompt` found as boxes (one per instance) or as an RPG split."""
     check_layout(layout)
     entities = list(parsed.entities)
-    per_entity = place_boxes(entities, list(parsed.relations), list(parsed.sequences), knobs)
+    per_entity = place_boxes(entities, list(parsed.relations), list(parsed.sequences), knobs or LayoutKnobs())
     captions = [entities[i].caption for i, boxes in enumerate(per_entity) for _ in boxes]
     rects = [rect for boxes in per_entity for rect in boxes]
     common = dict(prompt=parsed.prompt, width=width, height=height, base_prompt=_base_prompt(parsed),
@@ -70,7 +70,7 @@ def scene_from_parsed(parsed: ParsedPrompt, *, layout: str = "boxes", width: int
 
 
 def plan_offline(prompt: str, *, layout: str = "boxes", width: int = 512, height: int = 512,
-                 knobs: LayoutKnobs = LayoutKnobs()) -> Scene:
+                 knobs: LayoutKnobs | None = None) -> Scene:
     """Plan ``prompt`` with the rule-based reader (see :mod:`scenecraft.planning.grammar`).
 
     Args:
@@ -78,6 +78,6 @@ def plan_offline(prompt: str, *, layout: str = "boxes", width: int = 512, height
         layout: ``"boxes"`` (default; one box per object instance, LMD-style) or ``"split"`` (RPG
             split-ratio cells in reading order).
         width, height: image size in pixels (default 512 x 512).
-        knobs: box sizes, see :class:`LayoutKnobs`.
+        knobs: box sizes, see :class:`LayoutKnobs` (default ``LayoutKnobs()``).
     """
     return scene_from_parsed(parse_prompt(prompt), layout=layout, width=width, height=height, knobs=knobs)
