@@ -269,3 +269,14 @@ def test_optional_sdk_backends_over_http(replay_server, monkeypatch, kind, modul
         plan_scene(PROMPT, llm=f"{kind}:test-model@{replay_server.root}", use_cache=False, timeout=2.0,
                    transport_retries=0)
     assert SECRET not in str(caught.value)
+
+
+def test_bench_plan_with_an_llm_planner(replay_server, tmp_path):
+    from scenecraft.evaluation.plan_bench import run_plan_bench
+
+    replay_server.script = [("reply", "[('a dog', [10, 10, 100, 100])]\nBackground prompt: a room\nNegative prompt: ")]
+    result = run_plan_bench(f"llm:openai:m@{replay_server.url}", limit=1, cache_dir=tmp_path)
+    assert result.per_category["negation"] == (1, 1)  # an LMD-format reply with no backpack
+    assert result.per_category["numeracy"] == (0, 1)  # "one backpack": rejected twice, scored as a failure
+    assert any("no valid plan" in reason for _, reason in result.failures)
+    assert result.per_category["spatial"] == (0, 1)
