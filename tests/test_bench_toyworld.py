@@ -45,10 +45,7 @@ def test_the_offline_plans_drawn_perfectly_score_one_hundred_percent(layout):
     methods = {"oracle": (lambda text: plan_scene(text, layout=layout, width=64, height=64), oracle)}
     (report,) = run_toyworld_benchmark(methods, suite, seeds=[0])
     failures = [p.text for p in suite if not check(p, score_image(oracle(plan_scene(p.text, layout=layout, width=64, height=64), 0)))]
-    if layout == "boxes":
-        assert report.accuracy()["overall"] == 1.0, failures
-    else:  # split cells cannot stack objects in a column: relations that need it may fail
-        assert report.accuracy()["overall"] >= 0.8, failures
+    assert report.accuracy()["overall"] == 1.0, failures
     assert report.images == len(suite)
 
 
