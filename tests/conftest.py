@@ -21,3 +21,10 @@ def sdxl_pipe():
     from scenecraft.testing import tiny_sdxl_pipeline
 
     return tiny_sdxl_pipeline()
+
+
+@pytest.fixture(scope="session")
+def sd2_pipe():
+    from scenecraft.testing import tiny_sd_pipeline
+
+    return tiny_sd_pipeline(version=2)

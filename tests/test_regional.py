@@ -30,7 +30,7 @@ def full_canvas_scenes(prompt):
     ]
 
 
-@pytest.mark.parametrize("which", ["sd_pipe", "sdxl_pipe"])
+@pytest.mark.parametrize("which", ["sd_pipe", "sd2_pipe", "sdxl_pipe"])
 def test_one_full_canvas_region_is_bit_identical_to_the_plain_pipeline(which, request):
     pipe = request.getfixturevalue(which)
     expected = plain(pipe, "a red circle")
@@ -83,7 +83,7 @@ def test_several_images_per_call_differ_and_match_the_plain_pipeline(sd_pipe):
     np.testing.assert_array_equal(images, plain(sd_pipe, "a cat", num_images_per_prompt=3))
 
 
-@pytest.mark.parametrize("which", ["sd_pipe", "sdxl_pipe"])
+@pytest.mark.parametrize("which", ["sd_pipe", "sd2_pipe", "sdxl_pipe"])
 def test_odd_sizes_run(which, request):
     # RPG assumed heights in multiples of 64; 72x136 gives latent layers of 9x17, 5x9 and 3x5.
     pipe = request.getfixturevalue(which)

@@ -58,23 +58,34 @@ def _scheduler():
     )
 
 
-def tiny_sd_pipeline(seed: int = 0):
-    """A tiny ``StableDiffusionPipeline`` (SD 1.x layout): UNet 32/64/64 with cross-attention dim 32."""
+def tiny_sd_pipeline(seed: int = 0, version: int = 1):
+    """A tiny ``StableDiffusionPipeline``: UNet 32/64/64 with cross-attention dim 32.
+
+    ``version=1`` has SD 1.x's layout (convolutional projections in the transformer blocks, one
+    head size, epsilon prediction); ``version=2`` SD 2.x's (linear projections, a head size per
+    block, v-prediction).
+    """
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
+    if version not in (1, 2):
+        raise ValueError(f"version must be 1 or 2, got {version!r}")
     torch.manual_seed(seed)
+    sd2 = dict(use_linear_projection=True, attention_head_dim=(2, 4, 4)) if version == 2 else dict(attention_head_dim=8)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+        cross_attention_dim=32, norm_num_groups=8, **sd2,
     )
     vae = _tiny_vae()
     text_encoder = CLIPTextModel(_text_encoder_config())
+    scheduler = _scheduler()
+    if version == 2:
+        scheduler = type(scheduler).from_config(scheduler.config, prediction_type="v_prediction")
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet, scheduler=_scheduler(),
+        vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -112,8 +123,8 @@ def tiny_sdxl_pipeline(seed: int = 0):
 
 
 def save_tiny_pipeline(path: str | Path, kind: str = "sd", seed: int = 0) -> Path:
-    """Build a tiny pipeline (``kind`` ``"sd"`` or ``"sdxl"``) and ``save_pretrained`` it to ``path``."""
-    builders = {"sd": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline}
+    """Build a tiny pipeline (``kind`` ``"sd"``, ``"sd2"`` or ``"sdxl"``) and ``save_pretrained`` it to ``path``."""
+    builders = {"sd": tiny_sd_pipeline, "sd2": lambda seed: tiny_sd_pipeline(seed, version=2), "sdxl": tiny_sdxl_pipeline}
     if kind not in builders:
         raise ValueError(f"kind must be one of {sorted(builders)}, got {kind!r}")
     path = Path(path)
