@@ -79,7 +79,7 @@ def run_regional_benchmark(
 
     torch.manual_seed(seed)
     config = unet_config or SD15_UNET_CONFIG
-    unet = UNet2DConditionModel(**config).eval()
+    unet = UNet2DConditionModel.from_config(config).eval()
     latent = size // 8
     latents = torch.randn(2, config["in_channels"], latent, latent)
     timestep = torch.tensor(500)
