@@ -69,7 +69,7 @@ class TrainConfig:
     text_layers: int = 2
     text_heads: int = 2
     max_length: int = 16
-    unet_steps: int = 10000
+    unet_steps: int = 8500
     batch: int = 32
     lr: float = 5e-4
     text_lr: float = 1e-3
