@@ -17,7 +17,7 @@ __all__ = ["PromptEncoder", "EncodedSlots", "split_into_chunks"]
 
 
 def _token_count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False).input_ids)
+    return len(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
 
 
 def split_into_chunks(tokenizer, text: str) -> list[str]:
