@@ -13,7 +13,7 @@ from .app import bench_app
 METHODS = ("plain", "regional-split", "regional-boxes")
 
 
-def make_methods(pipe, names: list[str], steps: int, guidance: float, size: int):
+def make_methods(pipe, names: list[str], steps: int, guidance: float, size: int, base_ratio: float | None = None):
     """``name -> (plan, generate)`` for the benchmark; every method is planned by the offline planner."""
     import numpy as np
 
@@ -22,7 +22,8 @@ def make_methods(pipe, names: list[str], steps: int, guidance: float, size: int)
     from ..scene import Scene
 
     def generate(scene: Scene, seed: int) -> np.ndarray:
-        config = RegionalConfig(num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np")
+        config = RegionalConfig(num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np",
+                                base_ratio=base_ratio)
         image = generate_regional(pipe, scene, config).images[0]
         return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
@@ -46,6 +47,7 @@ def bench_toyworld(
     model: Annotated[str, typer.Option(help="Model (default: the shipped toy-world model).")] = "toyworld",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+    base_ratio: Annotated[Optional[float], typer.Option(help="Override the planned scenes' base ratio.")] = None,
     sheet: Annotated[Path, typer.Option(help="Contact sheet PNG to write.")] = Path("toyworld-contact-sheet.png"),
     threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -64,7 +66,7 @@ def bench_toyworld(
     seed_list = list(range(seeds or (1 if quick else 3)))
     pipe = load_pipeline(model, device="cpu")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    chosen = make_methods(pipe, [m.strip() for m in methods.split(",") if m.strip()], steps, guidance, size)
+    chosen = make_methods(pipe, [m.strip() for m in methods.split(",") if m.strip()], steps, guidance, size, base_ratio)
     suite = build_suite(prompts)
 
     first_seed_images: dict[str, list] = {p.text: [] for p in suite}
@@ -81,7 +83,7 @@ def bench_toyworld(
     columns = [*CATEGORIES, "compositional", "overall"]
     if as_json:
         payload = {
-            "model": model, "steps": steps, "guidance": guidance, "prompts_per_category": prompts,
+            "model": model, "steps": steps, "guidance": guidance, "base_ratio": base_ratio, "prompts_per_category": prompts,
             "seeds": len(seed_list), "threads": torch.get_num_threads(), "contact_sheet": str(sheet),
             "methods": {r.name: {"accuracy": r.accuracy(), "seconds_per_image": r.seconds_per_image} for r in reports},
         }
