@@ -10,3 +10,19 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks that print ratios and accuracies measured in one run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' progress bars and advisory warnings off the terminal.
+
+    Called by commands before they load models; scenecraft draws its own progress.
+    """
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for logging in (diffusers_logging, transformers_logging):
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")

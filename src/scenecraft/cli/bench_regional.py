@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import bench_app
+from .app import bench_app, quiet_libraries
 
 
 @bench_app.command("regional")
@@ -26,6 +26,7 @@ def bench_regional(
 
     from ..evaluation.bench_regional import run_regional_benchmark
 
+    quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
     counts = tuple(int(k) for k in regions.split(","))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import bench_app
+from .app import bench_app, quiet_libraries
 
 METHODS = ("plain", "regional-split", "regional-boxes")
 
@@ -60,6 +60,7 @@ def bench_toyworld(
     from ..planning import plan_scene
     from ..planning.draw import draw_layout
 
+    quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
     prompts = prompts or (2 if quick else 5)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..scene import Scene, SceneError
-from .app import app
+from .app import app, quiet_libraries
 
 console = Console(stderr=True)
 
@@ -81,6 +81,7 @@ def generate(
     from ..generation.loading import ModelLoadError, default_model
     from ..imagefile import a1111_parameters, save_png
 
+    quiet_libraries()
     model = model or default_model()
     try:
         with console.status(f"loading {model}"):

@@ -103,12 +103,12 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
         model = str(toyworld_path())
     path = Path(model).expanduser()
     if path.is_dir():
-        return _pipeline_class(detect_family(path)).from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        return _pipeline_class(detect_family(path)).from_pretrained(str(path), dtype=dtype, local_files_only=True)
     if path.suffix in _SINGLE_FILE_SUFFIXES:
         if not path.is_file():
             raise ModelLoadError(f"checkpoint file {path} does not exist")
         extra = {"config": single_file_config} if single_file_config else {}
-        return _pipeline_class(detect_family(path)).from_single_file(str(path), torch_dtype=dtype, **extra)
+        return _pipeline_class(detect_family(path)).from_single_file(str(path), dtype=dtype, **extra)
     if model.count("/") != 1 or path.exists():
         raise ModelLoadError(
             f"{model!r} is neither a local diffusers folder, a checkpoint file ({', '.join(_SINGLE_FILE_SUFFIXES)}) "
@@ -117,7 +117,7 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
     from diffusers import DiffusionPipeline
 
     class_name = DiffusionPipeline.load_config(model)["_class_name"]
-    return _pipeline_class(_family_of_class(class_name)).from_pretrained(model, torch_dtype=dtype)
+    return _pipeline_class(_family_of_class(class_name)).from_pretrained(model, dtype=dtype)
 
 
 def load_pipeline(
