@@ -78,6 +78,8 @@ class TrainConfig:
     caption_dropout: float = 0.1
     curriculum_steps: int = 1500  # first steps: 80% single-object scenes
     p_single: float = 0.5  # afterwards
+    regional_start: int = 3000  # from this step on, regional-caption samples (see RegionalCrossAttention)
+    p_regional: float = 0.4  # fraction of two-object samples trained with per-region captions
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -89,6 +91,7 @@ class TrainConfig:
     eval_double: int = 24
     eval_steps: int = 20
     eval_guidance: float = 4.0
+    eval_regional: int = 24  # left/right prompts for the plain-vs-regional sanity check (0: off)
 
     @classmethod
     def smoke(cls, out_dir: str) -> "TrainConfig":
@@ -96,7 +99,8 @@ class TrainConfig:
         return cls(out_dir=out_dir, vae_channels=(8, 8, 8), vae_norm_groups=4, vae_steps=2, vae_batch=2,
                    n_latents=8, unet_channels=(8, 8, 8), unet_norm_groups=4, unet_heads=2, text_hidden=16,
                    text_layers=1, unet_steps=3, batch=2, warmup=1, curriculum_steps=1, log_every=1,
-                   ckpt_every=2, eval_every=3, eval_single=2, eval_double=1, eval_steps=2)
+                   ckpt_every=2, eval_every=3, eval_single=2, eval_double=1, eval_steps=2, regional_start=1,
+                   eval_regional=2)
 
 
 def log(msg: str) -> None:
@@ -297,6 +301,77 @@ def encode_dataset(cfg: TrainConfig, out: Path, vae) -> dict:
 
 # --------------------------------------------------------------------------- phase 3: UNet + text
 
+class RegionalCrossAttention:
+    """Cross-attention where each pixel attends only to the tokens of its own region's caption.
+
+    ``encoder_hidden_states`` holds the region captions one after another (``tokens_per_region``
+    tokens each); ``maps`` is a ``(B, h, w)`` long tensor of region indices at the latent
+    resolution, resized (nearest) to each attention layer's resolution. With every pixel in region
+    0 this equals plain cross-attention over the first caption. Self-attention is plain.
+    Used in training so that the model learns that the text a pixel reads describes the object
+    under it (what RPG-style regional prompting relies on).
+    """
+
+    def __init__(self, tokens_per_region: int):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        self.L = tokens_per_region
+        self.maps: torch.Tensor | None = None
+        self.plain = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        if encoder_hidden_states is None or self.maps is None:
+            return self.plain(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        b, n, _ = hidden_states.shape
+        hh, ww = self.maps.shape[1:]
+        side_h = int(round(math.sqrt(n * hh / ww)))
+        pm = F.interpolate(self.maps[:, None].float(), size=(side_h, n // side_h), mode="nearest").long().view(b, n)
+        treg = torch.arange(encoder_hidden_states.shape[1]) // self.L
+        mask = (pm[:, :, None] == treg[None, None, :])[:, None]  # (B, 1, N, T)
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        q, k, v = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        hd = q.shape[-1] // attn.heads
+        q, k, v = (x.view(b, -1, attn.heads, hd).transpose(1, 2) for x in (q, k, v))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        o = o.transpose(1, 2).reshape(b, n, attn.heads * hd)
+        return attn.to_out[1](attn.to_out[0](o))
+
+
+def dataset_boxes(cfg: TrainConfig, specs: list) -> list:
+    """Re-render the latent data set's scenes (deterministic) to recover object boxes."""
+    boxes = []
+    for start in range(0, cfg.n_latents, 256):
+        scenes, _ = scene_batch(cfg.seed, 2, start, min(256, cfg.n_latents - start))
+        boxes += [[o.bbox for o in sc.objects] for sc in scenes]
+    if [len(b) for b in boxes] != [len(s) for s in specs]:
+        raise RuntimeError("latents.pt does not match the scene generator; delete it to re-encode")
+    return boxes
+
+
+def region_split(boxes: list, rng: np.random.Generator, latent: int, factor: int):
+    """Split two non-overlapping boxes by a random vertical or horizontal line through their gap.
+
+    Returns ``(order, map)``: ``order[r]`` is the object index of region ``r`` and ``map`` the
+    ``(latent, latent)`` region index of each latent cell (by the cell centre).
+    """
+    a, b = boxes
+    options = []
+    for axis in (0, 1):  # 0: vertical line (split x), 1: horizontal line (split y)
+        lo_a, hi_a, lo_b, hi_b = a[axis], a[axis + 2], b[axis], b[axis + 2]
+        if hi_a <= lo_b:
+            options.append((axis, hi_a, lo_b, (0, 1)))
+        elif hi_b <= lo_a:
+            options.append((axis, hi_b, lo_a, (1, 0)))
+    if not options:
+        return None
+    axis, lo, hi, order = options[int(rng.integers(len(options)))]
+    cut = rng.uniform(lo, hi)
+    centres = (np.arange(latent) + 0.5) * factor
+    first = centres < cut  # cells on the first object's side
+    grid = np.where(first[None, :], 0, 1) if axis == 0 else np.where(first[:, None], 0, 1)
+    return order, np.broadcast_to(grid, (latent, latent)).copy()
+
+
 def _lr_factor(cfg: TrainConfig, step: int) -> float:
     warm = min(1.0, (step + 1) / max(cfg.warmup, 1))
     prog = min(1.0, step / max(cfg.unet_steps, 1))
@@ -341,6 +416,11 @@ def train_unet(cfg: TrainConfig, out: Path, vae, data: dict) -> None:
     elapsed0 = st.get("elapsed", 0.0) if ck.exists() else 0.0
 
     specs = data["specs"]
+    boxes = dataset_boxes(cfg, specs)
+    proc = RegionalCrossAttention(cfg.max_length)
+    unet.set_attn_processor(proc)
+    latent = data["mean"].shape[-1]
+    factor = IMAGE_SIZE // latent
     n_obj = np.array([len(s) for s in specs])
     single_idx, multi_idx = np.nonzero(n_obj == 1)[0], np.nonzero(n_obj != 1)[0]
     ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
@@ -366,7 +446,13 @@ def train_unet(cfg: TrainConfig, out: Path, vae, data: dict) -> None:
         t = torch.randint(0, 1000, (cfg.batch,), generator=gen)
         noisy = sched.add_noise(lat, noise, t)
         target = sched.get_velocity(lat, noise, t)
-        enc = text(lookup[tid])[0]
+        if step >= cfg.regional_start:
+            tid, maps = _regional_batch(cfg, step, pick, caps, specs, boxes, tid, tok, latent, factor)
+            proc.maps = maps
+            enc = text(lookup[tid.view(-1, cfg.max_length)])[0].view(cfg.batch, -1, cfg.text_hidden)
+        else:
+            proc.maps = None
+            enc = text(lookup[tid])[0]
         pred = unet(noisy, t, enc).sample
         loss = ((pred - target) ** 2).mean((1, 2, 3))
         loss = (loss * weight[t]).mean()
@@ -396,6 +482,28 @@ def train_unet(cfg: TrainConfig, out: Path, vae, data: dict) -> None:
     log("unet: done")
 
 
+def _regional_batch(cfg, step, pick, caps, specs, boxes, tid, tok, latent, factor):
+    """Two captions per sample (B, 2, L) and region maps (B, latent, latent).
+
+    Plain samples: both captions = the caption, all cells region 0 (= plain cross-attention).
+    Regional samples (two-object scenes, probability ``p_regional``, caption not dropped): each
+    object's phrase on its side of a random line through the gap between the objects.
+    """
+    rng = np.random.default_rng([cfg.seed, 6, step])
+    maps = torch.zeros(len(pick), latent, latent, dtype=torch.long)
+    texts = [[c, c] for c in caps]
+    for j, i in enumerate(pick):
+        if len(specs[i]) == 2 and caps[j] and rng.random() < cfg.p_regional:
+            split = region_split(boxes[i], rng, latent, factor)
+            if split is not None:
+                order, grid = split
+                texts[j] = [phrase(*specs[i][order[0]]), phrase(*specs[i][order[1]])]
+                maps[j] = torch.from_numpy(grid)
+    flat = [t for pair in texts for t in pair]
+    ids = tok(flat, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids
+    return ids.view(len(pick), 2, cfg.max_length), maps
+
+
 def export_pipeline(cfg: TrainConfig, vae, unet, text_compact, tok, ids, path: Path):
     """Save a ``StableDiffusionPipeline`` folder (fp32) from (EMA) training modules."""
     import copy
@@ -412,11 +520,15 @@ def _eval_and_export(cfg, out, vae, ema_unet, ema_text, tok, ids, step, best, el
     pipe = export_pipeline(cfg, vae, ema_unet, ema_text, tok, ids, out / "pipeline_latest")
     res = evaluate_pipeline(pipe, n_single=cfg.eval_single, n_double=cfg.eval_double, seed=1234,
                             steps=cfg.eval_steps, guidance=cfg.eval_guidance)
+    if cfg.eval_regional:
+        res.update({f"lr_{k}": v for k, v in evaluate_regional(pipe, n=cfg.eval_regional, seed=77,
+                                                               steps=cfg.eval_steps, guidance=cfg.eval_guidance).items()})
     res.update(step=step, elapsed_min=round(elapsed / 60, 1), eval_s=round(time.time() - t0, 1))
     with open(out / "eval.jsonl", "a") as fh:
         fh.write(json.dumps({k: v for k, v in res.items() if k != "samples"}) + "\n")
     log(f"EVAL step {step}: single {res['single_acc']:.3f} (n={res['n_single']}) "
         f"double {res['double_acc']:.3f} (n={res['n_double']}) colour-only single {res['single_color_acc']:.3f} "
+        f"regional L/R {res.get('lr_regional_left_right_acc', -1):.3f} vs plain {res.get('lr_plain_left_right_acc', -1):.3f} "
         f"[{res['eval_s']}s]")
     score = res["single_acc"] + res["double_acc"]
     if score >= best:
@@ -471,6 +583,54 @@ def evaluate_pipeline(pipe, n_single: int = 36, n_double: int = 24, seed: int = 
     if return_images:
         res["images"] = images
     return res
+
+
+@torch.no_grad()
+def evaluate_regional(pipe, n: int = 24, seed: int = 0, steps: int = 20, guidance: float = 4.0) -> dict:
+    """Left/right two-object prompts, plain vs hard regional prompting (a sanity check, not RPG).
+
+    Prompt "A and B" with A and B distinct; plain: the pipeline on the whole prompt; regional: the
+    left half of the latent reads only "A", the right half only "B" (``RegionalCrossAttention``,
+    no base prompt). Correct = exact (colour, shape) multiset and some A left of some B.
+    """
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from .score import relation
+    specs = [sp for sp in eval_prompts(0, 4 * n, seed=seed + 99) if sp[0] != sp[1]][:n]
+    L = pipe.tokenizer.model_max_length
+    latent = pipe.unet.config.sample_size
+
+    def emb(texts):
+        ids = pipe.tokenizer(texts, padding="max_length", max_length=L, truncation=True, return_tensors="pt").input_ids
+        return pipe.text_encoder(ids)[0]
+
+    a_txt = [phrase(*sp[0]) for sp in specs]
+    b_txt = [phrase(*sp[1]) for sp in specs]
+    gens = lambda: [torch.Generator().manual_seed(seed + j) for j in range(len(specs))]  # noqa: E731
+    plain = pipe([f"{a} and {b}" for a, b in zip(a_txt, b_txt)], num_inference_steps=steps,
+                 guidance_scale=guidance, generator=gens(), output_type="np").images
+    proc = RegionalCrossAttention(L)
+    maps = torch.zeros(2 * len(specs), latent, latent, dtype=torch.long)
+    maps[:, :, latent // 2:] = 1
+    proc.maps = maps
+    pipe.unet.set_attn_processor(proc)
+    try:
+        reg = pipe(prompt_embeds=torch.cat([emb(a_txt), emb(b_txt)], 1),
+                   negative_prompt_embeds=torch.cat([emb([""] * len(specs))] * 2, 1), num_inference_steps=steps,
+                   guidance_scale=guidance, generator=gens(), output_type="np").images
+    finally:
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
+    out = {"n": len(specs)}
+    for name, ims in (("plain", plain), ("regional", reg)):
+        ok_set = ok_pos = 0
+        for sp, im in zip(specs, ims):
+            det = score_image((im * 255).round().clip(0, 255).astype(np.uint8))
+            m = matches_exactly(det, sp)
+            ok_set += m
+            ok_pos += m and relation(det, sp[0], "left", sp[1])
+        out[f"{name}_objects_acc"] = ok_set / len(specs)
+        out[f"{name}_left_right_acc"] = ok_pos / len(specs)
+    return out
 
 
 # --------------------------------------------------------------------------- entry point
