@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate", metavar="PIPELINE_DIR", help="only evaluate a saved pipeline folder")
     ap.add_argument("--n-single", type=int, default=60)
     ap.add_argument("--n-double", type=int, default=60)
+    ap.add_argument("--n-regional", type=int, default=0, help="also run the left/right plain-vs-regional check")
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--release", nargs=2, metavar=("SRC", "DST"), help="copy a pipeline folder as fp16 to DST")
@@ -45,12 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         tw.save_release(Path(a.release[0]), Path(a.release[1]))
         return 0
     if a.evaluate:
-        from diffusers import StableDiffusionPipeline
-        pipe = StableDiffusionPipeline.from_pretrained(a.evaluate, torch_dtype=torch.float32)
-        pipe.set_progress_bar_config(disable=True)
+        from scenecraft.toyworld.model import load_pipeline
+        pipe = load_pipeline(a.evaluate)
         res = tw.evaluate_pipeline(pipe, n_single=a.n_single, n_double=a.n_double, seed=4321, steps=a.steps,
                                    guidance=a.guidance)
-        print(json.dumps({k: v for k, v in res.items() if k != "samples"}))
+        res = {k: v for k, v in res.items() if k != "samples"}
+        if a.n_regional:
+            res.update({f"lr_{k}": v for k, v in tw.evaluate_regional(pipe, n=a.n_regional, seed=4321, steps=a.steps,
+                                                                      guidance=a.guidance).items()})
+        print(json.dumps(res))
         return 0
     cfg = tw.TrainConfig.smoke(a.out) if a.smoke else tw.TrainConfig(out_dir=a.out)
     for name in ("vae_steps", "unet_steps", "batch", "n_latents", "eval_every", "seed"):

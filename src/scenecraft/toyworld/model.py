@@ -12,6 +12,8 @@ def load_pipeline(path: str | Path | None = None, torch_dtype=None):
 
     ``path`` defaults to the packaged ``assets/toyworld`` folder.
     """
+    import warnings
+
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -19,7 +21,9 @@ def load_pipeline(path: str | Path | None = None, torch_dtype=None):
     if not (path / "model_index.json").exists():
         raise FileNotFoundError(f"no toy-world pipeline at {path} (model_index.json missing); "
                                 "train one with scripts/train_toyworld.py")
-    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype or torch.float32,
-                                                   local_files_only=True)
+    with warnings.catch_warnings():  # diffusers >= 0.36 prefers `dtype=`; `torch_dtype` works on all versions
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype or torch.float32,
+                                                       local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe

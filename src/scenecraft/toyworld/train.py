@@ -69,7 +69,7 @@ class TrainConfig:
     text_layers: int = 2
     text_heads: int = 2
     max_length: int = 16
-    unet_steps: int = 8500
+    unet_steps: int = 8000
     batch: int = 32
     lr: float = 5e-4
     text_lr: float = 1e-3
@@ -652,8 +652,8 @@ def train(cfg: TrainConfig) -> Path:
 
 def save_release(src: Path, dst: Path, fp16: bool = True) -> None:
     """Copy a pipeline folder to ``dst`` (fp16 weights by default; load with torch_dtype=float32 on CPU)."""
-    from diffusers import StableDiffusionPipeline
-    pipe = StableDiffusionPipeline.from_pretrained(src, torch_dtype=torch.float32)
+    from .model import load_pipeline
+    pipe = load_pipeline(src)
     if fp16:
         pipe = pipe.to(torch.float16)
     if dst.exists():
