@@ -147,3 +147,11 @@ _JSON_VALUES = st.recursive(
 @given(st.one_of(_JSON_VALUES.map(json.dumps), st.text(_ALPHABET, max_size=80)))
 def test_fuzz_json_reply_reader(text):
     _check_reader(lambda t: read_reply(t, prompt="p", width=512, height=512), text)
+
+
+@pytest.mark.parametrize("box", [[], [0.1, 0.2], ["a", "b", "c", "d"], [0, 0, float("inf"), 1], [True, 0, 1, 1], "0,0,1,1"])
+def test_read_reply_names_malformed_boxes_instead_of_crashing(box):
+    # Found by the fuzzer in CI: an empty box list reached an index error in the repair step.
+    text = json.dumps({"prompt": "p", "regions": [{"prompt": "a cat", "box": box}]})
+    with pytest.raises(PlanError, match="box"):
+        read_reply(text, prompt="p", width=512, height=512)

@@ -42,11 +42,13 @@ def mentions(text: str, entity: Entity) -> bool:
     return all(re.search(rf"\b{re.escape(c)}\b", lowered) for c in entity.colours)
 
 
-def _repair_box(value: Any, width: int, height: int, min_side: float) -> list[float] | None:
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        return value  # let Scene.from_dict name the problem
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        return value
+def _is_numeric_box(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
+
+
+def _repair_box(value: list | tuple, width: int, height: int, min_side: float) -> list[float] | None:
     x0, y0, x1, y1 = (float(v) for v in value)
     if max(x0, y0, x1, y1) > 1.5:
         x0, x1, y0, y1 = x0 / width, x1 / width, y0 / height, y1 / height
@@ -67,11 +69,12 @@ def repair_scene_dict(data: dict[str, Any], *, width: int, height: int,
         return data
     kept = []
     for entry in regions:
-        if isinstance(entry, dict) and "box" in entry and entry["box"] is not None:
+        # A box that is no four finite numbers is left for Scene.from_dict to name.
+        if isinstance(entry, dict) and _is_numeric_box(entry.get("box")):
             box = _repair_box(entry["box"], width, height, min_side)
             if box is None:
                 raise PlanValidationError(f"region {entry.get('prompt')!r} has a box {entry['box']!r} outside the canvas")
-            if isinstance(box, list) and box[2] - box[0] >= FULL_CANVAS and box[3] - box[1] >= FULL_CANVAS:
+            if box[2] - box[0] >= FULL_CANVAS and box[3] - box[1] >= FULL_CANVAS:
                 if not data.get("background_prompt") and isinstance(entry.get("prompt"), str):
                     data["background_prompt"] = entry["prompt"]
                 continue
