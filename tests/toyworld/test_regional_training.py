@@ -51,3 +51,29 @@ def test_region_split_separates_the_boxes():
     assert grid.shape == (16, 16)
     assert (grid[:, :5] == left).all() and (grid[:, 10:] == 1 - left).all() or (grid[:7] == 0).all()
     assert tw.region_split([(0, 0, 30, 30), (10, 10, 40, 40)], rng, 16, 4) is None
+
+
+@torch.no_grad()
+def test_base_ratio_one_equals_plain_and_mix_is_linear():
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, cross_attention_dim=8, heads=2, dim_head=8).eval()
+    h = torch.randn(2, 64, 16)
+    base, a, b = (torch.randn(2, 4, 8) for _ in range(3))
+    maps = torch.zeros(2, 8, 8, dtype=torch.long)
+    maps[:, :, 4:] = 1
+    proc = tw.RegionalCrossAttention(4)
+    proc.maps = maps
+    enc = torch.cat([base, a, b], 1)
+    proc.base_ratio = torch.tensor([1.0, 1.0])
+    assert torch.allclose(proc(attn, h, enc), AttnProcessor2_0()(attn, h, base), atol=1e-6)
+    proc.base_ratio = 0.0
+    hard = proc(attn, h, enc)
+    hard_ref = tw.RegionalCrossAttention(4)
+    hard_ref.maps = maps
+    assert torch.allclose(hard, hard_ref(attn, h, torch.cat([a, b], 1)), atol=1e-6)
+    proc.base_ratio = 0.3  # to_out is affine, so the mix of outputs is the mix of attentions
+    mixed = proc(attn, h, enc)
+    plain = AttnProcessor2_0()(attn, h, base)
+    assert torch.allclose(mixed, 0.3 * plain + 0.7 * hard, atol=1e-5)

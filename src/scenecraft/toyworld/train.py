@@ -80,6 +80,8 @@ class TrainConfig:
     p_single: float = 0.5  # afterwards
     regional_start: int = 3000  # from this step on, regional-caption samples (see RegionalCrossAttention)
     p_regional: float = 0.4  # fraction of two-object samples trained with per-region captions
+    regional_base_start: int = 4250  # from here on, regional samples also read the whole caption (RPG mix)
+    base_ratio_range: tuple[float, float] = (0.1, 0.6)
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -99,7 +101,7 @@ class TrainConfig:
         return cls(out_dir=out_dir, vae_channels=(8, 8, 8), vae_norm_groups=4, vae_steps=2, vae_batch=2,
                    n_latents=8, unet_channels=(8, 8, 8), unet_norm_groups=4, unet_heads=2, text_hidden=16,
                    text_layers=1, unet_steps=3, batch=2, warmup=1, curriculum_steps=1, log_every=1,
-                   ckpt_every=2, eval_every=3, eval_single=2, eval_double=1, eval_steps=2, regional_start=1,
+                   ckpt_every=2, eval_every=3, eval_single=2, eval_double=1, eval_steps=2, regional_start=1, regional_base_start=2,
                    eval_regional=2)
 
 
@@ -302,20 +304,23 @@ def encode_dataset(cfg: TrainConfig, out: Path, vae) -> dict:
 # --------------------------------------------------------------------------- phase 3: UNet + text
 
 class RegionalCrossAttention:
-    """Cross-attention where each pixel attends only to the tokens of its own region's caption.
+    """Cross-attention where each pixel reads its own region's caption, optionally mixed with a base caption.
 
-    ``encoder_hidden_states`` holds the region captions one after another (``tokens_per_region``
-    tokens each); ``maps`` is a ``(B, h, w)`` long tensor of region indices at the latent
-    resolution, resized (nearest) to each attention layer's resolution. With every pixel in region
-    0 this equals plain cross-attention over the first caption. Self-attention is plain.
-    Used in training so that the model learns that the text a pixel reads describes the object
-    under it (what RPG-style regional prompting relies on).
+    Token layout of ``encoder_hidden_states``: with ``base_ratio`` set, the first
+    ``tokens_per_region`` tokens are the base (whole-image) caption and the region captions follow,
+    ``tokens_per_region`` each; without it, only region captions. ``maps`` is a ``(B, h, w)`` long
+    tensor of region indices at the latent resolution, resized (nearest) to each layer. The output
+    is ``base_ratio * attn(base) + (1 - base_ratio) * attn(own region)`` per sample (RPG's mix);
+    ``base_ratio`` is a float or a ``(B,)`` tensor. With every pixel in region 0 and no base this
+    equals plain cross-attention over the first caption, and ``base_ratio = 1`` equals plain
+    attention over the base. Self-attention is plain.
     """
 
     def __init__(self, tokens_per_region: int):
         from diffusers.models.attention_processor import AttnProcessor2_0
         self.L = tokens_per_region
         self.maps: torch.Tensor | None = None
+        self.base_ratio: float | torch.Tensor | None = None
         self.plain = AttnProcessor2_0()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
@@ -325,14 +330,19 @@ class RegionalCrossAttention:
         hh, ww = self.maps.shape[1:]
         side_h = int(round(math.sqrt(n * hh / ww)))
         pm = F.interpolate(self.maps[:, None].float(), size=(side_h, n // side_h), mode="nearest").long().view(b, n)
-        treg = torch.arange(encoder_hidden_states.shape[1]) // self.L
-        mask = (pm[:, :, None] == treg[None, None, :])[:, None]  # (B, 1, N, T)
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        q, k, v = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        hd = q.shape[-1] // attn.heads
-        q, k, v = (x.view(b, -1, attn.heads, hd).transpose(1, 2) for x in (q, k, v))
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        hd = attn.to_q.out_features // attn.heads
+        split = lambda x: x.view(b, -1, attn.heads, hd).transpose(1, 2)  # noqa: E731
+        q = split(attn.to_q(hidden_states))
+        k, v = split(attn.to_k(encoder_hidden_states)), split(attn.to_v(encoder_hidden_states))
+        off = 0 if self.base_ratio is None else self.L
+        treg = torch.arange(k.shape[2] - off) // self.L
+        mask = (pm[:, :, None] == treg[None, None, :])[:, None]  # (B, 1, N, T)
+        o = F.scaled_dot_product_attention(q, k[:, :, off:], v[:, :, off:], attn_mask=mask)
+        if self.base_ratio is not None:
+            beta = torch.as_tensor(self.base_ratio, dtype=o.dtype).reshape(-1, 1, 1, 1)
+            o = beta * F.scaled_dot_product_attention(q, k[:, :, :off], v[:, :, :off]) + (1 - beta) * o
         o = o.transpose(1, 2).reshape(b, n, attn.heads * hd)
         return attn.to_out[1](attn.to_out[0](o))
 
@@ -447,8 +457,8 @@ def train_unet(cfg: TrainConfig, out: Path, vae, data: dict) -> None:
         noisy = sched.add_noise(lat, noise, t)
         target = sched.get_velocity(lat, noise, t)
         if step >= cfg.regional_start:
-            tid, maps = _regional_batch(cfg, step, pick, caps, specs, boxes, tid, tok, latent, factor)
-            proc.maps = maps
+            tid, maps, beta = _regional_batch(cfg, step, pick, caps, specs, boxes, tid, tok, latent, factor)
+            proc.maps, proc.base_ratio = maps, beta
             enc = text(lookup[tid.view(-1, cfg.max_length)])[0].view(cfg.batch, -1, cfg.text_hidden)
         else:
             proc.maps = None
@@ -483,14 +493,18 @@ def train_unet(cfg: TrainConfig, out: Path, vae, data: dict) -> None:
 
 
 def _regional_batch(cfg, step, pick, caps, specs, boxes, tid, tok, latent, factor):
-    """Two captions per sample (B, 2, L) and region maps (B, latent, latent).
+    """Captions per sample ``(B, R, L)``, region maps ``(B, latent, latent)`` and base ratios ``(B,)`` or None.
 
-    Plain samples: both captions = the caption, all cells region 0 (= plain cross-attention).
-    Regional samples (two-object scenes, probability ``p_regional``, caption not dropped): each
-    object's phrase on its side of a random line through the gap between the objects.
+    Plain samples: every caption = the caption, all cells region 0, base ratio 1 (= plain
+    cross-attention). Regional samples (two-object scenes, probability ``p_regional``, caption not
+    dropped): each object's phrase on its side of a random line through the gap between the
+    objects; from ``regional_base_start`` on, mixed with the whole caption at a base ratio drawn
+    from ``base_ratio_range`` (the whole caption keeps the object count visible to every pixel).
     """
     rng = np.random.default_rng([cfg.seed, 6, step])
+    with_base = step >= cfg.regional_base_start
     maps = torch.zeros(len(pick), latent, latent, dtype=torch.long)
+    beta = torch.ones(len(pick))
     texts = [[c, c] for c in caps]
     for j, i in enumerate(pick):
         if len(specs[i]) == 2 and caps[j] and rng.random() < cfg.p_regional:
@@ -499,9 +513,12 @@ def _regional_batch(cfg, step, pick, caps, specs, boxes, tid, tok, latent, facto
                 order, grid = split
                 texts[j] = [phrase(*specs[i][order[0]]), phrase(*specs[i][order[1]])]
                 maps[j] = torch.from_numpy(grid)
-    flat = [t for pair in texts for t in pair]
+                beta[j] = rng.uniform(*cfg.base_ratio_range)
+    if with_base:
+        texts = [[c] + t for c, t in zip(caps, texts)]
+    flat = [t for group in texts for t in group]
     ids = tok(flat, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids
-    return ids.view(len(pick), 2, cfg.max_length), maps
+    return ids.view(len(pick), -1, cfg.max_length), maps, (beta if with_base else None)
 
 
 def export_pipeline(cfg: TrainConfig, vae, unet, text_compact, tok, ids, path: Path):
@@ -586,12 +603,14 @@ def evaluate_pipeline(pipe, n_single: int = 36, n_double: int = 24, seed: int = 
 
 
 @torch.no_grad()
-def evaluate_regional(pipe, n: int = 24, seed: int = 0, steps: int = 20, guidance: float = 4.0) -> dict:
-    """Left/right two-object prompts, plain vs hard regional prompting (a sanity check, not RPG).
+def evaluate_regional(pipe, n: int = 24, seed: int = 0, steps: int = 20, guidance: float = 4.0,
+                      base_ratio: float = 0.3) -> dict:
+    """Left/right two-object prompts, plain vs regional prompting (a sanity check of the model, not RPG itself).
 
     Prompt "A and B" with A and B distinct; plain: the pipeline on the whole prompt; regional: the
-    left half of the latent reads only "A", the right half only "B" (``RegionalCrossAttention``,
-    no base prompt). Correct = exact (colour, shape) multiset and some A left of some B.
+    left half of the latent reads "A", the right half "B", each mixed with the whole prompt at
+    ``base_ratio`` (``RegionalCrossAttention``). Correct = exact (colour, shape) multiset and some
+    A left of some B.
     """
     from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -612,11 +631,12 @@ def evaluate_regional(pipe, n: int = 24, seed: int = 0, steps: int = 20, guidanc
     proc = RegionalCrossAttention(L)
     maps = torch.zeros(2 * len(specs), latent, latent, dtype=torch.long)
     maps[:, :, latent // 2:] = 1
-    proc.maps = maps
+    proc.maps, proc.base_ratio = maps, base_ratio
     pipe.unet.set_attn_processor(proc)
     try:
-        reg = pipe(prompt_embeds=torch.cat([emb(a_txt), emb(b_txt)], 1),
-                   negative_prompt_embeds=torch.cat([emb([""] * len(specs))] * 2, 1), num_inference_steps=steps,
+        whole = emb([f"{a} and {b}" for a, b in zip(a_txt, b_txt)])
+        reg = pipe(prompt_embeds=torch.cat([whole, emb(a_txt), emb(b_txt)], 1),
+                   negative_prompt_embeds=torch.cat([emb([""] * len(specs))] * 3, 1), num_inference_steps=steps,
                    guidance_scale=guidance, generator=gens(), output_type="np").images
     finally:
         pipe.unet.set_attn_processor(AttnProcessor2_0())
