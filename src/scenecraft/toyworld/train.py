@@ -82,6 +82,8 @@ class TrainConfig:
     p_regional: float = 0.4  # fraction of two-object samples trained with per-region captions
     regional_base_start: int = 4250  # from here on, regional samples also read the whole caption (RPG mix)
     base_ratio_range: tuple[float, float] = (0.1, 0.6)
+    regional_taper_start: int = 5250  # from here on p_regional_late: regional samples made single-object
+    p_regional_late: float = 0.1      # prompts draw duplicates (each region "wants" its object)
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -101,7 +103,7 @@ class TrainConfig:
         return cls(out_dir=out_dir, vae_channels=(8, 8, 8), vae_norm_groups=4, vae_steps=2, vae_batch=2,
                    n_latents=8, unet_channels=(8, 8, 8), unet_norm_groups=4, unet_heads=2, text_hidden=16,
                    text_layers=1, unet_steps=3, batch=2, warmup=1, curriculum_steps=1, log_every=1,
-                   ckpt_every=2, eval_every=3, eval_single=2, eval_double=1, eval_steps=2, regional_start=1, regional_base_start=2,
+                   ckpt_every=2, eval_every=3, eval_single=2, eval_double=1, eval_steps=2, regional_start=1, regional_base_start=2, regional_taper_start=3,
                    eval_regional=2)
 
 
@@ -507,7 +509,8 @@ def _regional_batch(cfg, step, pick, caps, specs, boxes, tid, tok, latent, facto
     beta = torch.ones(len(pick))
     texts = [[c, c] for c in caps]
     for j, i in enumerate(pick):
-        if len(specs[i]) == 2 and caps[j] and rng.random() < cfg.p_regional:
+        p_reg = cfg.p_regional if step < cfg.regional_taper_start else cfg.p_regional_late
+        if len(specs[i]) == 2 and caps[j] and rng.random() < p_reg:
             split = region_split(boxes[i], rng, latent, factor)
             if split is not None:
                 order, grid = split
