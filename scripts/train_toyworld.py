@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         tw.save_release(Path(a.release[0]), Path(a.release[1]))
         return 0
     if a.evaluate:
-        from scenecraft.toyworld.model import load_pipeline
-        pipe = load_pipeline(a.evaluate)
+        from scenecraft.generation import load_pipeline
+        pipe = load_pipeline(a.evaluate, device="cpu", dtype=torch.float32)
         res = tw.evaluate_pipeline(pipe, n_single=a.n_single, n_double=a.n_double, seed=4321, steps=a.steps,
                                    guidance=a.guidance)
         res = {k: v for k, v in res.items() if k != "samples"}

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from scenecraft.toyworld.model import ASSET_DIR, load_pipeline
+from scenecraft.generation import load_pipeline
+from scenecraft.generation.loading import default_model, detect_family, toyworld_path
 from scenecraft.toyworld.score import matches_exactly, score_image
 
+ASSET_DIR = toyworld_path()
 pytestmark = pytest.mark.skipif(not (ASSET_DIR / "model_index.json").exists(), reason="toy-world model not shipped yet")
 
 
@@ -22,7 +24,8 @@ def test_files_and_size():
 
 
 def test_loads_offline_and_draws_single_objects():
-    pipe = load_pipeline()
+    assert default_model() == "toyworld" and detect_family(ASSET_DIR) == "sd"
+    pipe = load_pipeline("toyworld", device="cpu")
     assert pipe.unet.dtype == torch.float32
     prompts = ["a red circle", "a blue square", "a green triangle", "a yellow circle", "an orange square",
                "a purple triangle"]

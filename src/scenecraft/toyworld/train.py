@@ -675,8 +675,8 @@ def train(cfg: TrainConfig) -> Path:
 
 def save_release(src: Path, dst: Path, fp16: bool = True) -> None:
     """Copy a pipeline folder to ``dst`` (fp16 weights by default; load with torch_dtype=float32 on CPU)."""
-    from .model import load_pipeline
-    pipe = load_pipeline(src)
+    from ..generation import load_pipeline
+    pipe = load_pipeline(src, device="cpu", dtype=torch.float32)
     if fp16:
         pipe = pipe.to(torch.float16)
     if dst.exists():
