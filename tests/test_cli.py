@@ -79,3 +79,12 @@ def test_generate_without_regions_plans_first(tmp_path):
     assert result.exit_code == 0, result.output
     scene, _ = read_png_metadata(out)
     assert len(scene.regions) == 2
+
+
+def test_default_model_is_the_shipped_toy_world_with_its_settings(tmp_path):
+    out = tmp_path / "demo.png"
+    result = run("generate", "a red circle to the left of a blue square", "--seed", "0", "--out", out)
+    assert result.exit_code == 0, result.output
+    scene, parameters = read_png_metadata(out)
+    assert "Model: toyworld" in parameters and "Steps: 20" in parameters and "CFG scale: 3.0" in parameters
+    assert (scene.width, scene.height) == (64, 64) and len(scene.regions) == 2

@@ -66,8 +66,8 @@ def generate(
     llm: Annotated[Optional[str], typer.Option(help="LLM backend for planning, e.g. openai:gpt-4o (default: offline planner).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Hub id, diffusers folder, .safetensors/.ckpt file, 'toyworld' or 'tiny-sd'. Default: the shipped model.")] = None,
     model_config: Annotated[Optional[str], typer.Option(help="Config folder for single-file checkpoints offline.")] = None,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.0,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default 30; 20 for the toy-world model).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default 7; 3 for the toy-world model).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; drawn and recorded when omitted.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the scene's, else the model's).")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the scene's, else the model's).")] = None,
@@ -78,11 +78,14 @@ def generate(
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
     from ..generation import RegionalConfig, generate_regional, load_pipeline
-    from ..generation.loading import ModelLoadError, default_model
+    from ..generation.loading import ModelLoadError, default_model, recommended_settings
     from ..imagefile import a1111_parameters, save_png
 
     quiet_libraries()
     model = model or default_model()
+    recommended = recommended_settings(model)
+    steps = steps if steps is not None else int(recommended["num_inference_steps"])
+    guidance = guidance if guidance is not None else recommended["guidance_scale"]
     try:
         with console.status(f"loading {model}"):
             pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
