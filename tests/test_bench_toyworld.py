@@ -84,3 +84,22 @@ def test_contact_sheet_has_a_row_per_prompt_and_a_column_per_method():
     rows = [(f"prompt {i}", Image.new("RGB", (64, 80)), [("plain", image, True), ("regional", image, False)]) for i in range(3)]
     sheet = contact_sheet(rows, cell=96)
     assert sheet.height >= 3 * 96 and sheet.width >= 3 * 96
+
+
+def test_cli_quick_suite_runs_on_the_shipped_model(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from scenecraft.cli import app
+
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(app, ["bench", "toyworld", "--quick", "--json", "--methods", "plain,regional-split",
+                                      "--steps", "8", "--sheet", str(sheet)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{"):])
+    assert set(payload["methods"]) == {"plain", "regional-split"} and payload["seeds"] == 1
+    for report in payload["methods"].values():
+        assert set(report["accuracy"]) == {*CATEGORIES, "compositional", "overall"}
+        assert all(0 <= v <= 1 for v in report["accuracy"].values()) and report["seconds_per_image"] > 0
+    assert sheet.is_file()
