@@ -75,7 +75,8 @@ def slot_coefficients(scene: Scene, base_ratio: float, height: int, width: int) 
     return np.stack(rows)
 
 
-def _check_inputs(pipe, scene: Scene, config: RegionalConfig) -> float:
+def _check_inputs(pipe, scene: Scene, config: RegionalConfig) -> tuple[float, tuple[int, int]]:
+    """Reject bad arguments; return the base ratio to use and the latent ``(height, width)``."""
     if not isinstance(scene, Scene):
         raise TypeError(f"scene must be a scenecraft Scene, got {type(scene).__name__}")
     for part in ("unet", "vae", "tokenizer", "encode_prompt"):
@@ -85,8 +86,7 @@ def _check_inputs(pipe, scene: Scene, config: RegionalConfig) -> float:
     base_ratio = scene.base_ratio if config.base_ratio is None else config.base_ratio
     if not isinstance(base_ratio, (int, float)) or not math.isfinite(base_ratio) or not 0 <= base_ratio <= 1:
         raise ValueError(f"base_ratio must lie in [0, 1], got {base_ratio!r}")
-    latent_size(scene.height, scene.width, pipe.vae_scale_factor)
-    return float(base_ratio)
+    return float(base_ratio), latent_size(scene.height, scene.width, pipe.vae_scale_factor)
 
 
 def generate_regional(
@@ -105,9 +105,8 @@ def generate_regional(
         on_step: called as ``on_step(done, total)`` after every denoising step (progress bars).
     """
     config = config or RegionalConfig()
-    base_ratio = _check_inputs(pipe, scene, config)
+    base_ratio, (latent_height, latent_width) = _check_inputs(pipe, scene, config)
     seed, generator = resolve_seed(config.seed)
-    latent_height, latent_width = latent_size(scene.height, scene.width, pipe.vae_scale_factor)
 
     prompts, negatives = slot_prompts(scene)
     slots = PromptEncoder(pipe, pipe._execution_device).encode_slots(prompts, negatives)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from ..scene import Scene
@@ -10,17 +11,6 @@ __all__ = ["draw_layout"]
 
 _PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (128, 128, 0), (0, 128, 128), (170, 110, 40))
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return [*lines, line] if line else lines
 
 
 def draw_layout(scene: Scene, path: str | Path | None = None, *, size: int = 512):
@@ -51,7 +41,7 @@ def draw_layout(scene: Scene, path: str | Path | None = None, *, size: int = 512
         x0, y0, x1, y1 = rect[0] * w, rect[1] * h + header, rect[2] * w - 1, rect[3] * h + header - 1
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=3)
         chars = max(8, int((x1 - x0) / 6))
-        for k, line in enumerate(_wrap(f"{index}: {region.prompt}", chars)[:4]):
+        for k, line in enumerate(textwrap.wrap(f"{index}: {region.prompt}", chars, break_long_words=False)[:4]):
             draw.text((x0 + 4, y0 + 3 + 12 * k), line, fill=colour, font=font)
     if path is not None:
         image.save(path)
