@@ -1,6 +1,8 @@
 """The typer applications every CLI module registers its commands on."""
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 app = typer.Typer(
     name="scenecraft",
@@ -26,3 +28,11 @@ def quiet_libraries() -> None:
         logging.set_verbosity_error()
         logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+
+
+def progress_bar(console: Console) -> Progress:
+    """The progress bar every long command draws: description, bar, done/total, time left; erased when done."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=console, transient=True,
+    )

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
-from .app import bench_app, quiet_libraries
+from .app import bench_app, progress_bar, quiet_libraries
 
 METHODS = ("plain", "regional-split", "regional-boxes")
 
@@ -72,11 +73,15 @@ def bench_toyworld(
 
     first_seed_images: dict[str, list] = {p.text: [] for p in suite}
 
-    def keep(method, prompt, seed, image, ok):
-        if seed == seed_list[0]:
-            first_seed_images[prompt.text].append((method, image, ok))
+    with progress_bar(Console(stderr=True)) as progress:
+        task = progress.add_task("generating", total=len(chosen) * len(suite) * len(seed_list))
 
-    reports = run_toyworld_benchmark(chosen, suite, seed_list, on_image=keep)
+        def keep(method, prompt, seed, image, ok):
+            progress.update(task, advance=1, description=method)
+            if seed == seed_list[0]:
+                first_seed_images[prompt.text].append((method, image, ok))
+
+        reports = run_toyworld_benchmark(chosen, suite, seed_list, on_image=keep)
     rows = [(p.text, draw_layout(plan_scene(p.text, width=size, height=size), size=128), first_seed_images[p.text])
             for p in suite]
     contact_sheet(rows).save(sheet)

@@ -7,10 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..scene import Scene, SceneError
-from .app import app, quiet_libraries
+from .app import app, progress_bar, quiet_libraries
 
 console = Console(stderr=True)
 
@@ -96,7 +95,7 @@ def generate(
         config = RegionalConfig(
             num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images, base_ratio=base_ratio
         )
-        with _progress() as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("denoising", total=steps)
             result = generate_regional(pipe, scene, config, on_step=lambda done, _: progress.update(task, completed=done))
     except (SceneError, ModelLoadError, ValueError) as error:
@@ -114,13 +113,6 @@ def _output_paths(out: Path | None, seed: int, count: int) -> list[Path]:
     if count == 1:
         return [base]
     return [base.with_name(f"{base.stem}-{i}{base.suffix or '.png'}") for i in range(count)]
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=console, transient=True,
-    )
 
 
 @app.command()
