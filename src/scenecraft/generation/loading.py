@@ -96,6 +96,24 @@ def _checkpoint_keys(path: Path) -> list[str]:
     return list(state.get("state_dict", state).keys())
 
 
+def _single_file_help(path: Path, family: str, error: Exception) -> str:
+    name, repos = {
+        "sd": ("SD 1.x/2.x", ["stable-diffusion-v1-5/stable-diffusion-v1-5", "stabilityai/stable-diffusion-2-1"]),
+        "sdxl": ("SDXL", ["stabilityai/stable-diffusion-xl-base-1.0"]),
+    }[family]
+    download = " or ".join(
+        f"`huggingface-cli download {repo} --include '*.json' '*.txt' --local-dir ./{repo.split('/')[1]}`"
+        for repo in repos
+    )
+    return (
+        f"could not load the checkpoint file {path}: {error}\n"
+        f"A single file holds only weights: diffusers takes the components' configs, tokenizer and scheduler from a "
+        f"diffusers folder of the same family ({name}), which it fetches from the hub. Offline, pass "
+        f"single_file_config (--model-config) pointing at a local one: download its configs (a few MB) on a machine "
+        f"with internet with {download}."
+    )
+
+
 def _pipeline_class(family: str):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -118,8 +136,13 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
     if path.suffix in _SINGLE_FILE_SUFFIXES:
         if not path.is_file():
             raise ModelLoadError(f"checkpoint file {path} does not exist")
-        extra = {"config": single_file_config} if single_file_config else {}
-        return _pipeline_class(detect_family(path)).from_single_file(str(path), dtype=dtype, **extra)
+        family = detect_family(path)
+        if single_file_config:
+            return _pipeline_class(family).from_single_file(str(path), dtype=dtype, config=single_file_config)
+        try:
+            return _pipeline_class(family).from_single_file(str(path), dtype=dtype)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(_single_file_help(path, family, error)) from error
     if model.count("/") != 1 or path.exists():
         raise ModelLoadError(
             f"{model!r} is neither a local diffusers folder, a checkpoint file ({', '.join(_SINGLE_FILE_SUFFIXES)}) "

@@ -11,7 +11,10 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["clip_tokenizer_path", "load_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline"]
+from .single_file import save_tiny_single_file
+
+__all__ = ["clip_tokenizer_path", "load_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline",
+           "save_tiny_single_file"]
 
 
 def clip_tokenizer_path() -> Path:
@@ -25,11 +28,11 @@ def load_clip_tokenizer(model_max_length: int = 77):
     return CLIPTokenizer.from_pretrained(str(clip_tokenizer_path()), model_max_length=model_max_length)
 
 
-def _text_encoder_config(projection_dim: int | None = None):
+def _text_encoder_config(projection_dim: int | None = None, hidden_size: int = 32):
     from transformers import CLIPTextConfig
 
     config = dict(
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=hidden_size, intermediate_size=37,
         layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=3, vocab_size=49408,
         max_position_embeddings=77, hidden_act="gelu",
     )
@@ -101,6 +104,8 @@ def tiny_sdxl_pipeline(seed: int = 0):
     torch.manual_seed(seed)
     time_embed_dim = 8
     projection_dim = 32
+    # Like SDXL's 768 and 1280, the two encoders differ in width: diffusers' single-file loader tells them apart by it.
+    hidden, hidden_2 = 32, 48
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -108,11 +113,11 @@ def tiny_sdxl_pipeline(seed: int = 0):
         attention_head_dim=(2, 4, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim, transformer_layers_per_block=(1, 1, 2),
         projection_class_embeddings_input_dim=6 * time_embed_dim + projection_dim,
-        cross_attention_dim=64, norm_num_groups=8,
+        cross_attention_dim=hidden + hidden_2, norm_num_groups=8,
     )
     vae = _tiny_vae()
-    text_encoder = CLIPTextModel(_text_encoder_config())
-    text_encoder_2 = CLIPTextModelWithProjection(_text_encoder_config(projection_dim=projection_dim))
+    text_encoder = CLIPTextModel(_text_encoder_config(hidden_size=hidden))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_encoder_config(projection_dim, hidden_size=hidden_2))
     tokenizer = load_clip_tokenizer()
     pipe = StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
