@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train (or resume) the toy-world model; see docs/toyworld.md.
+"""Train (or resume) the toy-world model; see the "Toy world" section of README.md.
 
 Full run (about 2 h on one CPU thread):
     OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/train_toyworld.py --out runs/toyworld \
