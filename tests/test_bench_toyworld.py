@@ -102,4 +102,6 @@ def test_cli_quick_suite_runs_on_the_shipped_model(tmp_path):
     for report in payload["methods"].values():
         assert set(report["accuracy"]) == {*CATEGORIES, "compositional", "overall"}
         assert all(0 <= v <= 1 for v in report["accuracy"].values()) and report["seconds_per_image"] > 0
+        assert report["images"] == {c: 2 for c in CATEGORIES}
+        assert all(report["correct"].get(c, 0) / 2 == report["accuracy"][c] for c in CATEGORIES)
     assert sheet.is_file()

@@ -91,7 +91,8 @@ def bench_toyworld(
         payload = {
             "model": model, "steps": steps, "guidance": guidance, "base_ratio": base_ratio, "prompts_per_category": prompts,
             "seeds": len(seed_list), "threads": torch.get_num_threads(), "contact_sheet": str(sheet),
-            "methods": {r.name: {"accuracy": r.accuracy(), "seconds_per_image": r.seconds_per_image} for r in reports},
+            "methods": {r.name: {"accuracy": r.accuracy(), "correct": r.correct, "images": r.total,
+                                  "seconds_per_image": r.seconds_per_image} for r in reports},
         }
         typer.echo(json.dumps(payload, indent=2))
         return
