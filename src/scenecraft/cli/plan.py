@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .app import app, bench_app
+from .app import app, bench_app, progress_bar
 
 _console = Console(stderr=True)
 
@@ -74,7 +74,10 @@ def bench_plan(
     from ..evaluation.plan_bench import run_plan_bench
 
     try:
-        result = run_plan_bench(planner, layout=layout, limit=limit, cache_dir=cache_dir)
+        with progress_bar(_console) as progress:
+            task = progress.add_task(f"planning ({planner})", total=None)
+            result = run_plan_bench(planner, layout=layout, limit=limit, cache_dir=cache_dir,
+                                    on_prompt=lambda done, total: progress.update(task, completed=done, total=total))
     except (ValueError, OSError) as error:
         raise _fail(str(error)) from None
     if planner != "offline":

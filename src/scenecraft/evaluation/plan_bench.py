@@ -198,7 +198,8 @@ def make_planner(planner: str, *, layout: str = "boxes", cache_dir: str | Path |
 
 
 def run_plan_bench(planner: str = "offline", *, layout: str = "boxes", limit: int | None = None,
-                   cache_dir: str | Path | None = None) -> PlanBenchResult:
+                   cache_dir: str | Path | None = None,
+                   on_prompt: Callable[[int, int], None] | None = None) -> PlanBenchResult:
     """Plan and score LMD's 400 prompts (the first ``limit`` of each category if given).
 
     Args:
@@ -206,18 +207,13 @@ def run_plan_bench(planner: str = "offline", *, layout: str = "boxes", limit: in
         layout: ``"boxes"`` (default) or ``"split"``.
         limit: prompts per category (default all 100).
         cache_dir: plan cache for ``llm:`` planners (default: the user cache).
+        on_prompt: called with (prompts done, prompts in all) after each prompt, for progress.
     """
     plan = make_planner(planner, layout=layout, cache_dir=cache_dir)
+    items = _selected_items(limit)
     result = PlanBenchResult(planner=planner, layout=layout, per_category={c: (0, 0) for c in CATEGORIES})
-    seen: dict[str, int] = {}
-    used: dict[str, int] = {c: 0 for c in CATEGORIES}
     elapsed = 0.0
-    for item in lmd_benchmark():
-        occurrence = seen.get(item.prompt, 0)
-        seen[item.prompt] = occurrence + 1
-        if limit is not None and used[item.category] >= limit:
-            continue
-        used[item.category] += 1
+    for done, (item, occurrence) in enumerate(items, start=1):
         start = time.perf_counter()
         try:
             scene = plan(item.prompt, occurrence)
@@ -230,7 +226,23 @@ def run_plan_bench(planner: str = "offline", *, layout: str = "boxes", limit: in
         result.per_category[item.category] = (correct + ok, total + 1)
         if not ok:
             result.failures.append((item.prompt, reason))
-    done = sum(used.values())
-    result.ms_per_prompt = 1000 * elapsed / done if done else 0.0
+        if on_prompt is not None:
+            on_prompt(done, len(items))
+    result.ms_per_prompt = 1000 * elapsed / len(items) if items else 0.0
     return result
 
+
+def _selected_items(limit: int | None) -> list[tuple[BenchItem, int]]:
+    """The benchmark's items (the first ``limit`` of each category if given), each with the number of
+    times its prompt came before (which recorded reply a replay planner uses)."""
+    seen: dict[str, int] = {}
+    used: dict[str, int] = {c: 0 for c in CATEGORIES}
+    items = []
+    for item in lmd_benchmark():
+        occurrence = seen.get(item.prompt, 0)
+        seen[item.prompt] = occurrence + 1
+        if limit is not None and used[item.category] >= limit:
+            continue
+        used[item.category] += 1
+        items.append((item, occurrence))
+    return items
