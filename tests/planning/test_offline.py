@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -204,14 +203,11 @@ def test_size_and_json_round_trip():
     assert Scene.from_json(scene.to_json()) == scene
 
 
-def test_deterministic_and_fast():
+def test_deterministic():
     prompts = [f"{noun(n1, c1, s1)} {rel} {noun(n2, c2, s2)}" for n1, c1, s1, rel, n2, c2, s2 in two_object_cases()]
     first = [plan_offline(p).to_json() for p in prompts]
-    start = time.perf_counter()
     again = [plan_offline(p).to_json() for p in prompts]
-    per_prompt_ms = 1000 * (time.perf_counter() - start) / len(prompts)
     assert again == first
-    assert per_prompt_ms < 10, per_prompt_ms
 
 
 _WORDS = ["a", "an", "two", "3", "red", "blue", "circle", "squares", "and", "no", "without", "left", "of", "to", "the",
