@@ -81,10 +81,15 @@ def test_generate_without_regions_plans_first(tmp_path):
     assert len(scene.regions) == 2
 
 
-def test_default_model_is_the_shipped_toy_world_with_its_settings(tmp_path):
+def test_readme_demo_draws_what_it_says_with_the_shipped_toy_world(tmp_path):
+    from scenecraft.toyworld.score import relation, score_image
+
     out = tmp_path / "demo.png"
-    result = run("generate", "a red circle to the left of a blue square", "--seed", "0", "--out", out)
+    result = run("generate", "a yellow triangle above a purple square", "--seed", "2", "--out", out)
     assert result.exit_code == 0, result.output
     scene, parameters = read_png_metadata(out)
     assert "Model: toyworld" in parameters and "Steps: 20" in parameters and "CFG scale: 3.0" in parameters
     assert (scene.width, scene.height) == (64, 64) and len(scene.regions) == 2
+    detected = score_image(np.asarray(Image.open(out).convert("RGB")))
+    assert sorted((d.color, d.shape) for d in detected) == [("purple", "square"), ("yellow", "triangle")]
+    assert relation(detected, ("yellow", "triangle"), "above", ("purple", "square"))
