@@ -9,14 +9,26 @@ from scenecraft.cli import app
 from scenecraft.imagefile import read_png_metadata
 
 runner = CliRunner()
-TINY = ["--model", "tiny-sd", "--steps", "3", "--width", "64", "--height", "64"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random SD 1.x pipeline saved as a diffusers folder (what a user passes to --model)."""
+    from scenecraft.testing import save_tiny_pipeline
+
+    return str(save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd"))
+
+
+@pytest.fixture
+def TINY(tiny_model):
+    return ["--model", tiny_model, "--steps", "3", "--width", "64", "--height", "64"]
 
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def test_generate_with_split_and_regions_writes_a_png_that_show_reads_back(tmp_path):
+def test_generate_with_split_and_regions_writes_a_png_that_show_reads_back(tmp_path, TINY):
     out = tmp_path / "cats.png"
     result = run("generate", "a cat and a dog", "--split", "1,1", "--region", "a fluffy cat", "--region", "a big dog",
                  "--seed", "5", "--out", out, *TINY)
@@ -30,7 +42,7 @@ def test_generate_with_split_and_regions_writes_a_png_that_show_reads_back(tmp_p
     assert shown.exit_code == 0 and "Seed: 5" in shown.output and '"a fluffy cat"' in shown.output
 
 
-def test_seed_is_drawn_recorded_and_reproduces(tmp_path):
+def test_seed_is_drawn_recorded_and_reproduces(tmp_path, TINY):
     first = tmp_path / "first.png"
     result = run("generate", "a cat", "--region", "a cat", "--region", "a dog", "--out", first, *TINY)
     assert result.exit_code == 0, result.output
@@ -41,12 +53,12 @@ def test_seed_is_drawn_recorded_and_reproduces(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
 
 
-def test_generate_from_a_scene_file(tmp_path):
+def test_generate_from_a_scene_file(tmp_path, tiny_model):
     scene_file = tmp_path / "scene.json"
     scene_file.write_text(json.dumps({"prompt": "two pets", "width": 64, "height": 72, "regions": [
         {"prompt": "a cat", "box": [0, 0, 0.5, 1]}, {"prompt": "a dog", "box": [0.5, 0, 1, 1]}]}))
     out = tmp_path / "scene.png"
-    result = run("generate", "--scene", scene_file, "--model", "tiny-sd", "--steps", "2", "--seed", "1", "--out", out,
+    result = run("generate", "--scene", scene_file, "--model", tiny_model, "--steps", "2", "--seed", "1", "--out", out,
                  "-n", "2")
     assert result.exit_code == 0, result.output
     images = sorted(tmp_path.glob("scene-*.png"))
@@ -60,8 +72,8 @@ def test_generate_from_a_scene_file(tmp_path):
     (["a cat", "--region", "a", "--height", "70"], "not a multiple of 8"),
     ([], "give a prompt"),
 ])
-def test_bad_input_exits_with_a_message(args, message, tmp_path):
-    result = run("generate", *args, "--model", "tiny-sd", "--steps", "1", "--out", tmp_path / "x.png")
+def test_bad_input_exits_with_a_message(args, message, tmp_path, tiny_model):
+    result = run("generate", *args, "--model", tiny_model, "--steps", "1", "--out", tmp_path / "x.png")
     assert result.exit_code == 2
     assert message in result.output
 
@@ -73,7 +85,7 @@ def test_show_rejects_a_png_without_metadata(tmp_path):
     assert result.exit_code == 2 and "no scenecraft metadata" in result.output
 
 
-def test_generate_without_regions_plans_first(tmp_path):
+def test_generate_without_regions_plans_first(tmp_path, TINY):
     out = tmp_path / "planned.png"
     result = run("generate", "a red circle to the left of a blue square", "--seed", "3", "--out", out, *TINY)
     assert result.exit_code == 0, result.output

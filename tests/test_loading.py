@@ -31,7 +31,8 @@ def test_reloaded_sd_pipeline_reproduces_the_built_one(tmp_path, sd_pipe):
     kwargs = dict(num_inference_steps=3, height=64, width=64, output_type="np")
     a = sd_pipe("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
     b = reloaded("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    np.testing.assert_array_equal(a, b)
+    # Two load paths (built in memory, read from disk): equal on most CPUs, not guaranteed on all.
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("key, family", [

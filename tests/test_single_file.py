@@ -64,7 +64,9 @@ def test_single_file_generates_the_folders_images(loaded):
     a = from_file("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images
     b = from_folder("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images
     assert a.shape == (1, 64, 64, 3) and np.isfinite(a).all() and a.std() > 0
-    np.testing.assert_array_equal(a, b)
+    # Equal weights, but not bit-equal images on every CPU: a converted tensor that is not 64-byte aligned
+    # can take another matmul kernel (seen on an AMD EPYC: 1.5e-6). Bit-exactness holds within one load path.
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
 
 
 TEXT_KEYS = {

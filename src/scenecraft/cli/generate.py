@@ -63,7 +63,7 @@ def generate(
     negative: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="Planner layout when planning: split or boxes.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="LLM backend for planning, e.g. openai:gpt-4o (default: offline planner).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Hub id, diffusers folder, .safetensors/.ckpt file, 'toyworld' or 'tiny-sd'. Default: the shipped model.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Hub id, diffusers folder, .safetensors/.ckpt file, or 'toyworld' (the shipped model, default).")] = None,
     model_config: Annotated[Optional[str], typer.Option(help="Config folder for single-file checkpoints offline.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default 30; 20 for the toy-world model).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default 7; 3 for the toy-world model).")] = None,

@@ -10,8 +10,10 @@ import torch
 
 __all__ = ["load_pipeline", "default_model", "recommended_settings", "pick_device", "pick_dtype", "detect_family", "ModelLoadError"]
 
-TINY_MODELS = ("tiny-sd", "tiny-sdxl")
 TOYWORLD = "toyworld"
+# A model folder may carry the sampling settings it works best with (the shipped toy-world model does).
+SETTINGS_FILE = "scenecraft.json"
+_DEFAULT_SETTINGS = {"num_inference_steps": 30, "guidance_scale": 7.0}
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 # A key prefix that only SDXL single-file checkpoints carry (its second text encoder).
 _SDXL_KEY = "conditioner.embedders.1.model."
@@ -26,19 +28,23 @@ def toyworld_path() -> Path:
 
 
 def default_model() -> str:
-    """The model that ships with scenecraft: the toy-world model when present, else the tiny test model."""
-    return TOYWORLD if (toyworld_path() / "model_index.json").is_file() else "tiny-sd"
+    """The model that ships with scenecraft (the toy-world model)."""
+    return TOYWORLD
 
 
-def recommended_settings(model: str) -> dict[str, float]:
-    """Sampling settings a model is known to work best with: steps and guidance.
+def recommended_settings(model: str | Path) -> dict[str, float]:
+    """Sampling settings a model works best with: ``num_inference_steps`` and ``guidance_scale``.
 
-    The shipped toy-world model was measured best at 20 steps and guidance 3; any other model
-    gets Stable Diffusion's usual 30 steps and guidance 7.
+    Read from the model folder's ``scenecraft.json`` when it has one (the shipped toy-world model's
+    says 20 steps and guidance 3, as measured); otherwise Stable Diffusion's usual 30 steps and 7.
     """
-    if model == TOYWORLD:
-        return {"num_inference_steps": 20, "guidance_scale": 3.0}
-    return {"num_inference_steps": 30, "guidance_scale": 7.0}
+    path = toyworld_path() if str(model) == TOYWORLD else Path(str(model)).expanduser()
+    settings = dict(_DEFAULT_SETTINGS)
+    file = path / SETTINGS_FILE
+    if path.is_dir() and file.is_file():
+        stored = json.loads(file.read_text(encoding="utf-8"))
+        settings.update({key: stored[key] for key in _DEFAULT_SETTINGS if key in stored})
+    return settings
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -121,11 +127,6 @@ def _pipeline_class(family: str):
 
 
 def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
-    from .. import testing
-
-    if model in TINY_MODELS:
-        pipe = testing.tiny_sdxl_pipeline() if model == "tiny-sdxl" else testing.tiny_sd_pipeline()
-        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     if model == TOYWORLD:
         if not (toyworld_path() / "model_index.json").is_file():
             raise ModelLoadError("the toy-world model is not shipped with this installation of scenecraft")
@@ -165,9 +166,8 @@ def load_pipeline(
 
     Args:
         model: a HuggingFace hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``), a local
-            diffusers folder, a single ``.safetensors``/``.ckpt`` file, ``"toyworld"`` (the model that
-            ships with scenecraft), or ``"tiny-sd"``/``"tiny-sdxl"`` (random-weight test models).
-            Default: :func:`default_model`.
+            diffusers folder, a single ``.safetensors``/``.ckpt`` file, or ``"toyworld"`` (the model that
+            ships with scenecraft). Default: :func:`default_model`.
         device: where to run; default the available accelerator, else the CPU.
         dtype: weights' dtype; default float16 on an accelerator and float32 on the CPU.
         single_file_config: for single files offline, a local diffusers folder or hub id whose
