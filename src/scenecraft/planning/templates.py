@@ -110,13 +110,13 @@ def retry_message(error: str) -> dict[str, str]:
 
 def layout_schema(layout: str) -> dict[str, Any]:
     """The structured-output schema for ``layout``: the Scene schema with every region required to be
-    a box (``"boxes"``) or a cell (``"split"``), masks and the version/size fields left out (the
-    planner sets those). Every object it accepts is also a valid Scene."""
+    a box (``"boxes"``) or a cell (``"split"``), masks and the version/size/notes fields left out
+    (the planner sets those). Every object it accepts is also a valid Scene."""
     schema = copy.deepcopy(scene_json_schema())
     for key in ("$schema", "$id"):
         schema.pop(key, None)
     properties = schema["properties"]
-    for key in ("version", "width", "height", "base_ratio"):
+    for key in ("version", "width", "height", "base_ratio", "notes"):
         properties.pop(key, None)
     region = properties["regions"]["items"]
     region.pop("oneOf", None)

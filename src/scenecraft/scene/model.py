@@ -147,6 +147,9 @@ class Scene:
         background_prompt: what the area no region covers shows; ``None`` means the base prompt.
         negative_prompt: negative prompt for the base and for regions without their own.
         split: an RPG split ratio when regions are ``Cell``s, e.g. ``"1,1;2,1,1"``.
+        notes: the planner's remarks on how it read the prompt (a reading chosen where the prompt
+            was ambiguous, a layout it could not use); empty by default, left out of the JSON when
+            empty. Generators ignore them.
     """
 
     prompt: str
@@ -158,6 +161,7 @@ class Scene:
     background_prompt: str | None = None
     negative_prompt: str = ""
     split: str | None = None
+    notes: tuple[str, ...] = ()
     _split: SplitRatio | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +179,7 @@ class Scene:
                 raise SceneError(f"{name} must be a string or null, got {value!r}")
         if not isinstance(self.negative_prompt, str):
             raise SceneError(f"negative_prompt must be a string, got {self.negative_prompt!r}")
+        object.__setattr__(self, "notes", _check_notes(self.notes))
         self._check_cells()
 
     def _check_cells(self) -> None:
@@ -278,7 +283,7 @@ class Scene:
             "height": self.height,
             "split": self.split,
             "regions": regions,
-        }
+        } | ({"notes": list(self.notes)} if self.notes else {})
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -288,7 +293,7 @@ class Scene:
         if not isinstance(data, dict):
             raise SceneError(f"a scene must be a JSON object, got {type(data).__name__}")
         known = {"version", "prompt", "base_prompt", "base_ratio", "background_prompt", "negative_prompt",
-                 "width", "height", "split", "regions"}
+                 "width", "height", "split", "regions", "notes"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise SceneError(f"unknown scene field(s) {unknown}; allowed: {sorted(known)}")
@@ -313,6 +318,15 @@ class Scene:
         except json.JSONDecodeError as error:
             raise SceneError(f"scene is not valid JSON: {error}") from error
         return cls.from_dict(data)
+
+
+def _check_notes(notes: Any) -> tuple[str, ...]:
+    """``notes`` as a tuple of strings (any sequence of strings is accepted; ``None`` is none)."""
+    if notes is None:
+        return ()
+    if isinstance(notes, str) or not isinstance(notes, Sequence) or not all(isinstance(n, str) for n in notes):
+        raise SceneError(f"notes must be a list of strings, got {notes!r}")
+    return tuple(notes)
 
 
 def _region_from_dict(entry: Any, index: int) -> Region:

@@ -58,5 +58,7 @@ def scene_json_schema() -> dict[str, Any]:
             "height": {"type": "integer", "minimum": 1},
             "split": {"type": ["string", "null"], "description": "RPG split ratio, e.g. '1,1;2,1,1'"},
             "regions": {"type": "array", "items": region},
+            "notes": {"type": "array", "items": {"type": "string"},
+                      "description": "the planner's remarks on how it read the prompt; ignored by generators"},
         },
     }
