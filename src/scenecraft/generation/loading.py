@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_pipeline", "default_model", "recommended_settings", "pick_device", "pick_dtype", "detect_family", "ModelLoadError"]
+__all__ = ["load_pipeline", "default_model", "recommended_settings", "pick_device", "pick_dtype", "detect_family",
+           "is_gligen_model", "ModelLoadError"]
 
 TOYWORLD = "toyworld"
 # A model folder may carry the sampling settings it works best with (the shipped toy-world model does).
@@ -84,7 +85,28 @@ def detect_family(model: str | Path) -> str:
     return "sdxl" if any(k.startswith(_SDXL_KEY) for k in keys) else "sd"
 
 
+def is_gligen_model(model: str | Path) -> bool:
+    """True when a diffusers folder or hub id holds a GLIGEN UNet (``unet/config.json`` says ``attention_type``
+    ``"gated"`` or ``"gated-text-image"``), as ``masterful/gligen-1-4-generation-text-box`` and ``longlian/lmd_plus``
+    do. Single checkpoint files are not GLIGEN. A hub id's config is fetched (or read from the cache)."""
+    from diffusers import UNet2DConditionModel
+
+    path = toyworld_path() if str(model) == TOYWORLD else Path(str(model)).expanduser()
+    if path.suffix in _SINGLE_FILE_SUFFIXES:
+        return False
+    try:
+        config = UNet2DConditionModel.load_config(str(path) if path.is_dir() else str(model), subfolder="unet")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not read unet/config.json of {str(model)!r}: {error}\nIf this is a hub id and you "
+                             f"are offline, download it first and pass the folder") from error
+    return config.get("attention_type") in ("gated", "gated-text-image")
+
+
 def _family_of_class(class_name: str) -> str:
+    if class_name.startswith("StableDiffusionGLIGEN"):
+        # GLIGEN checkpoints are SD 1.x plus gated self-attention; diffusers' GLIGEN pipelines are deprecated, so
+        # they load as a StableDiffusionPipeline of the same components (is_gligen_model tells them apart).
+        return "sd"
     if "XL" in class_name:
         return "sdxl"
     if class_name.startswith("StableDiffusion"):
@@ -173,7 +195,9 @@ def load_pipeline(
         single_file_config: for single files offline, a local diffusers folder or hub id whose
             configs describe the checkpoint (diffusers otherwise fetches them from the hub).
 
-    The family (SD 1.x/2.x vs SDXL) is detected from ``model_index.json`` or the checkpoint's keys.
+    The family (SD 1.x/2.x vs SDXL) is detected from ``model_index.json`` or the checkpoint's keys. GLIGEN
+    checkpoints (``model_index.json`` names ``StableDiffusionGLIGENPipeline``) load as a plain
+    ``StableDiffusionPipeline`` whose UNet has gated self-attention; see :mod:`scenecraft.generation.gligen`.
     """
     model = str(model) if model is not None else default_model()
     device = pick_device(device)

@@ -8,13 +8,18 @@ and time ids) at a size that runs 20 steps in about a second on one CPU core. We
 
 from __future__ import annotations
 
+import json
 from importlib.resources import files
 from pathlib import Path
 
 from .single_file import save_tiny_single_file
 
-__all__ = ["clip_tokenizer_path", "load_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline",
-           "save_tiny_single_file"]
+__all__ = ["clip_tokenizer_path", "load_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline",
+           "tiny_gligen_pipeline", "save_tiny_pipeline", "save_tiny_single_file"]
+
+# The class GLIGEN checkpoints on the hub (masterful/gligen-1-4-generation-text-box, longlian/lmd_plus) name in
+# their model_index.json.
+GLIGEN_PIPELINE_CLASS = "StableDiffusionGLIGENPipeline"
 
 
 def clip_tokenizer_path() -> Path:
@@ -127,11 +132,55 @@ def tiny_sdxl_pipeline(seed: int = 0):
     return pipe
 
 
+def tiny_gligen_pipeline(seed: int = 0):
+    """A tiny SD 1.x ``StableDiffusionPipeline`` whose UNet is a GLIGEN (text-box) UNet.
+
+    The UNet is ``tiny_sd_pipeline(seed)``'s with ``attention_type="gated"``: the same backbone weights
+    (so with the fuser off, or without ``gligen`` kwargs, it computes exactly what ``tiny_sd_pipeline``'s
+    UNet does) plus a random position net and gated self-attention layers. diffusers sets the position
+    net's phrase width (``positive_len``) to ``cross_attention_dim``, 32, the tiny text encoder's pooled
+    width. diffusers initialises each fuser's gates (``alpha_attn``, ``alpha_dense``) to 0, which makes
+    a fresh fuser a no-op; here they are 1, like a trained GLIGEN's non-zero gates.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    pipe = tiny_sd_pipeline(seed)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(pipe.unet.config, attention_type="gated")
+    missing, unexpected = unet.load_state_dict(pipe.unet.state_dict(), strict=False)
+    if unexpected or not all(".fuser." in key or key.startswith("position_net.") for key in missing):
+        raise RuntimeError(f"the gated UNet does not extend the SD UNet: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if name.endswith(("fuser.alpha_attn", "fuser.alpha_dense")):
+                parameter.fill_(1.0)
+    gligen = StableDiffusionPipeline(**{**pipe.components, "unet": unet}, requires_safety_checker=False)
+    gligen.set_progress_bar_config(disable=True)
+    return gligen
+
+
 def save_tiny_pipeline(path: str | Path, kind: str = "sd", seed: int = 0) -> Path:
-    """Build a tiny pipeline (``kind`` ``"sd"``, ``"sd2"`` or ``"sdxl"``) and ``save_pretrained`` it to ``path``."""
-    builders = {"sd": tiny_sd_pipeline, "sd2": lambda seed: tiny_sd_pipeline(seed, version=2), "sdxl": tiny_sdxl_pipeline}
+    """Build a tiny pipeline (``kind`` ``"sd"``, ``"sd2"``, ``"sdxl"``, ``"gligen"``) and save it to ``path``.
+
+    A ``"gligen"`` folder is saved the way GLIGEN checkpoints on the hub are: its ``model_index.json``
+    names ``StableDiffusionGLIGENPipeline`` (diffusers' deprecated GLIGEN pipeline) for the same components.
+    """
+    builders = {"sd": tiny_sd_pipeline, "sd2": lambda seed: tiny_sd_pipeline(seed, version=2),
+                "sdxl": tiny_sdxl_pipeline, "gligen": tiny_gligen_pipeline}
     if kind not in builders:
         raise ValueError(f"kind must be one of {sorted(builders)}, got {kind!r}")
     path = Path(path)
     builders[kind](seed).save_pretrained(path)
+    if kind == "gligen":
+        _name_as_gligen_folder(path)
     return path
+
+
+def _name_as_gligen_folder(path: Path) -> None:
+    index = path / "model_index.json"
+    config = json.loads(index.read_text(encoding="utf-8"))
+    config["_class_name"] = GLIGEN_PIPELINE_CLASS
+    # Those folders predate diffusers' image_encoder component.
+    config.pop("image_encoder", None)
+    index.write_text(json.dumps(config, indent=2), encoding="utf-8")
