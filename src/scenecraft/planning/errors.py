@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-__all__ = ["PlanError", "PlanParseError", "PlanValidationError", "BackendError", "BackendSpecError"]
+__all__ = ["PlanError", "PlanReadError", "PlanParseError", "PlanValidationError", "BackendError", "BackendSpecError"]
 
 
 class PlanError(ValueError):
     """Base class of every planning error."""
+
+
+class PlanReadError(PlanError):
+    """A prompt the offline reader cannot make sense of; the message quotes the words (``words``).
+
+    An LLM planner still plans such a prompt: only its rule-based cross-check is skipped.
+    """
+
+    def __init__(self, message: str, words: str) -> None:
+        self.words = words
+        super().__init__(message)
 
 
 class PlanParseError(PlanError):

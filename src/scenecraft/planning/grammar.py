@@ -14,15 +14,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import PlanError
+from .errors import PlanError, PlanReadError
 from .lexicon import (
     CANVAS_WORDS,
+    CATEGORY_NOUNS,
     COLLECTIVES,
     COLOURS,
     DETERMINERS,
+    DRINK_WORDS,
     FILLERS,
+    MASS_PLURALS,
     NOUN_ING,
     NUMBER_WORDS,
+    PAIR_NOUNS,
     PRONOUNS,
     SETTINGS,
     SIZE_WORDS,
@@ -55,7 +59,7 @@ _REL_PHRASES: dict[str, tuple[str, ...]] = {
     "below": ("below", "under", "underneath", "beneath", "at the bottom of", "on the bottom of", "lower than",
               "sitting under", "lying under"),
     "next": ("next to", "beside", "besides", "near", "by", "alongside", "close to", "adjacent to", "nearby",
-             "by the side of", "accompanied by", "facing"),
+             "by the side of", "accompanied by", "facing", "around"),
     "front": ("in front of", "before"),
     "behind": ("behind", "in back of", "at the back of"),
     "between": ("between", "in between", "in the middle of", "among", "amid"),
@@ -81,10 +85,25 @@ _SEQ_PHRASES: dict[str, tuple[str, ...]] = {
     "vr": ("from bottom to top", "bottom to top"),
 }
 _NEG_PHRASES = ("without", "with no", "no", "not", "excluding", "without any", "but no", "and no", "nor",
-                "never", "none", "lacking", "free of", "there is no", "there are no", "with none")
+                "never", "none", "lacking", "free of", "there is no", "there are no", "with none", "instead of",
+                "rather than", "in place of", "except", "except for")
 _CONJ_PHRASES = ("and", "with", "plus", "as well as", "along with", "together with", "&", "while", "or",
                  "holding", "wearing", "carrying", "eating", "watching", "chasing", "playing with",
-                 "looking at", "and also", "then", "followed by", "containing", "including", "featuring")
+                 "looking at", "and also", "then", "followed by", "containing", "including", "featuring",
+                 "but", "yet", "but also")
+#: Exclusivity before a noun phrase: "only a dog". It names no object and ends a negation's scope
+#: ("no cats, only a dog": the dog is drawn).
+_ONLY_PHRASES = ("only", "just", "merely", "solely", "simply", "exactly", "precisely", "instead",
+                 "nothing but", "none but", "nothing except", "nothing other than", "but only", "but just",
+                 "but rather", "but instead")
+#: Exclusivity that stands for "no other object": "a cat by itself", "a tree and nothing more".
+_ALONE_PHRASES = ("alone", "all alone", "by itself", "all by itself", "by themselves", "all by themselves",
+                  "by himself", "by herself", "on its own", "on their own", "on his own", "on her own",
+                  "all on its own", "all on their own", "solo", "nothing", "nothing else", "nothing more",
+                  "nobody", "nobody else", "no one else", "no others", "that's it", "that is it",
+                  "that's all", "that is all", "and that's it", "and that's all", "and that is all")
+#: Words that, like a colon, say the list that follows spells out the noun before: "three animals, namely ...".
+_COLON_PHRASES = (":", "namely", "specifically", "to be specific", "in particular")
 _SEP = frozenset({".", ";", "!", "?"})
 _CORNERS = {(v, h) for v in ("top", "bottom", "upper", "lower") for h in ("left", "right")}
 
@@ -115,6 +134,9 @@ def _phrase_table() -> dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]]:
         add(text, ("neg", ""))
     for text in _CONJ_PHRASES:
         add(text, ("conj", text))
+    for kind, phrases in (("only", _ONLY_PHRASES), ("alone", _ALONE_PHRASES), ("colon", _COLON_PHRASES)):
+        for text in phrases:
+            add(text, (kind, text))
     for words in table.values():
         words.sort(key=lambda entry: -len(entry[0]))
     return table
@@ -161,16 +183,22 @@ class Entity:
 
     @property
     def caption(self) -> str:
-        """One instance as LMD writes it: "a red circle"."""
+        """One instance as LMD writes it: "a red circle", "a pair of scissors", "clothes"."""
         phrase = self.phrase
+        if self.head in PAIR_NOUNS:
+            return f"a pair of {phrase}"
+        if self.head in MASS_PLURALS:
+            return phrase
         return f"{a_or_an(phrase)} {phrase}"
 
     @property
     def label(self) -> str:
         """The whole group: "two red circles" (or the caption for one)."""
-        if self.count == 1:
+        if self.count == 1 or self.head in MASS_PLURALS:
             return self.caption
         words = [*self.modifiers, pluralize(self.head), *([self.complement] if self.complement else [])]
+        if self.head in PAIR_NOUNS:
+            words = ["pairs", "of", *words]
         number = next((w for w, n in NUMBER_WORDS.items() if n == self.count and w not in (
             "dozen", "single", "both", "several", "few", "many", "multiple", "some", "numerous")), str(self.count))
         return f"{number} {' '.join(words)}"
@@ -196,6 +224,21 @@ class ParsedPrompt:
     negatives: tuple[Entity, ...]
     settings: tuple[str, ...]
     style: str | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Category:
+    """A counted noun that the list after it spells out: "three animals: a cat, a dog and a horse".
+
+    The first listed object takes the category's index (so relations stated before the colon stay
+    attached); ``relations_before`` marks those relations, which the other members then share.
+    """
+
+    index: int
+    entity: Entity
+    relations_before: int
+    members: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -211,11 +254,17 @@ class _State:
     pending_abs: str | None = None
     pending_seq: str | None = None
     distributing: list | None = None  # [index of the first part, instances left, the plain entity]
+    category: _Category | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+_DASH = re.compile(r"\s[-\u2013\u2014]+\s|[\u2013\u2014(]")
 
 
 def tokenize(prompt: str) -> list[str]:
-    """Lower-cased words and separators of ``prompt``."""
-    return _TOKEN.findall(prompt.lower())
+    """Lower-cased words and separators of ``prompt``; a dash between words or an opening
+    parenthesis reads as a colon ("three animals (a cat, a dog and a horse)")."""
+    return _TOKEN.findall(_DASH.sub(" : ", prompt.lower()))
 
 
 def _strip_style(words: list[str]) -> tuple[str | None, list[str]]:
@@ -306,6 +355,7 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
     words = [w for w in words if w not in FILLERS]
     count: int | None = None
     explicit = False
+    pair = False  # the count came from "a pair of": for "scissors" the pair is the one object
     i = 0
     while i < len(words):
         word = words[i]
@@ -319,6 +369,7 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
                 count = NUMBER_WORDS[word] if count is None or count == 1 else count
                 explicit = explicit or word in _EXACT_NUMBERS
         elif word in COLLECTIVES and i + 1 < len(words) and words[i + 1] == "of":
+            pair = word == "pair" and count in (None, 1)
             count = count if count not in (None, 1) else COLLECTIVES[word]
             explicit = explicit or word in ("pair", "couple", "trio")
             i += 1  # skip "of"
@@ -348,14 +399,32 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
         body = [w for k, w in enumerate(body) if k != cut and k < cut] + body[cut + 1:] + [body[cut]]
     head_written = body[-1]
     modifiers = tuple(body[:-1])
-    plural = is_plural(head_written)
-    head = singularize(head_written) if plural else head_written
+    head, plural = _head(head_written, modifiers, complement, count, pair)
+    if head in PAIR_NOUNS and pair:
+        count = 1
     if count is None:
         count = 2 if plural else 1
     count = max(1, min(count, MAX_COUNT))
     plural_text = " ".join(words[:len(words)]) if plural else None
     return Entity(head=head, modifiers=modifiers, complement=complement, count=count, plural_text=plural_text,
                   explicit_count=explicit or count == 1 and bool(words) and words[0] in ("a", "an", "one", "single"))
+
+
+def _head(written: str, modifiers: tuple[str, ...], complement: str, count: int | None,
+          pair: bool) -> tuple[str, bool]:
+    """The singular head noun and whether it was written as a plural ("scissors" is one object)."""
+    if written == "glasses" and _drinking_glasses(modifiers, complement, count, pair):
+        return "glass", True
+    plural = is_plural(written)
+    return (singularize(written) if plural else written), plural
+
+
+def _drinking_glasses(modifiers: tuple[str, ...], complement: str, count: int | None, pair: bool) -> bool:
+    """Whether "glasses" means drinking glasses (a count noun), not eyewear: "two glasses", "wine
+    glasses", "glasses of water"; "a pair of glasses" and a bare "glasses" are eyewear."""
+    if pair:
+        return False
+    return bool(complement) or any(m in DRINK_WORDS for m in modifiers) or count is not None and count >= 2
 
 
 def _apply_abs(entity: Entity, kind: str) -> Entity:
@@ -415,7 +484,7 @@ def _on_entity(state: _State, entity: Entity, words: list[str]) -> None:
                                              for w in words):
         return  # handled by _on_pronoun
     if state.negating:
-        written = " ".join(w for w in words if w not in DETERMINERS and w not in ("any",))
+        written = " ".join(w for w in words if w not in DETERMINERS and w not in _COUNT_WORDS and not w.isdigit())
         state.negatives.append(replace(entity, negated=True, plural_text=written or entity.phrase))
         return
     if pending is not None and pending[0] == "at":
@@ -425,16 +494,12 @@ def _on_entity(state: _State, entity: Entity, words: list[str]) -> None:
     if state.pending_abs is not None:
         entity = _apply_abs(entity, state.pending_abs)
         state.pending_abs = None
-    if _distribute(state, entity):
-        return
     if pending is not None and pending[0] == "between" and not pending[2] and entity.count == 2:
         single = replace(entity, count=1)  # "between two circles": one on each side
         _on_entity(state, single, words)
         _on_entity(state, single, words)
         return
-    state.entities.append(entity)
-    index = len(state.entities) - 1
-    state.clause.append(index)
+    index = _place_entity(state, entity)
     if pending is None:
         return
     kind, subject, objects, _ = pending
@@ -451,57 +516,94 @@ def _on_entity(state: _State, entity: Entity, words: list[str]) -> None:
 
 
 def parse_prompt(prompt: str) -> ParsedPrompt:
-    """Read ``prompt`` (at most MAX_PROMPT_CHARS characters). Raises PlanError on empty or huge input."""
+    """Read ``prompt`` (at most MAX_PROMPT_CHARS characters).
+
+    Raises PlanError on empty or huge input, PlanReadError (naming the words) where the prompt
+    says something the reader cannot make sense of ("two circles, three red").
+    """
+    _check_prompt(prompt)
+    style, words = _strip_style(tokenize(prompt))
+    state = _State()
+    for kind, value in _split_items(words):
+        _HANDLERS[kind](state, value)
+    _close_clause(state)
+    if state.pending_abs is not None and state.entities:
+        state.entities[-1] = _apply_abs(state.entities[-1], state.pending_abs)
+    _check_contradictions(state)
+    return ParsedPrompt(
+        prompt=prompt, entities=tuple(state.entities), relations=tuple(state.relations),
+        sequences=tuple(state.sequences), negatives=tuple(state.negatives), settings=tuple(state.settings),
+        style=style, notes=tuple(dict.fromkeys(state.notes)),
+    )
+
+
+def _check_prompt(prompt: object) -> None:
     if not isinstance(prompt, str):
         raise PlanError(f"prompt must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
         raise PlanError("prompt is empty; write what the picture shows, e.g. 'a red circle left of a blue square'")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise PlanError(f"prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed")
-    style, words = _strip_style(tokenize(prompt))
-    state = _State()
-    for kind, value in _split_items(words):
-        if kind == "np":
-            if _on_pronoun(state, value):  # type: ignore[arg-type]
-                continue
-            entity = _parse_noun_phrase(value)  # type: ignore[arg-type]
-            if entity is not None:
-                _on_entity(state, entity, value)  # type: ignore[arg-type]
-        elif kind == "rel":
-            subject = state.clause[-1] if state.clause else None
-            if state.pending is not None and state.pending[0] == "between" and value == "next":
-                continue
-            preposition = _preposition_word(value)
-            state.pending = [value, subject, [], preposition]
-            state.negating = False
-        elif kind == "abs":
-            if state.clause and state.pending is None:
-                last = state.clause[-1]
-                state.entities[last] = _apply_abs(state.entities[last], str(value))
-            else:
-                state.pending_abs = str(value)
-        elif kind == "seq":
-            _on_sequence(state, str(value))
-        elif kind == "neg":
-            state.negating = True
-        elif kind == "conj":
-            if value not in ("or", ",", "nor"):
-                state.negating = False
-            if state.pending is not None and state.pending[0] != "between" and state.pending[2]:
-                state.pending = None
-        else:  # sep
-            _close_clause(state)
-            state.clause = []
-            state.pending = None
-            state.negating = False
+
+
+def _on_noun_phrase(state: _State, words: list[str]) -> None:
+    if _on_pronoun(state, words) or _on_attributes(state, words):
+        return
+    entity = _parse_noun_phrase(words)
+    if entity is not None:
+        _note_reading(state, entity, words)
+        _on_entity(state, entity, words)
+
+
+def _on_relation(state: _State, kind: str) -> None:
+    if state.pending is not None and state.pending[0] == "between" and kind == "next":
+        return
+    subject = state.clause[-1] if state.clause else None
+    state.pending = [kind, subject, [], _preposition_word(kind)]
+    state.negating = False
+
+
+def _on_absolute(state: _State, kind: str) -> None:
+    if state.clause and state.pending is None:
+        last = state.clause[-1]
+        state.entities[last] = _apply_abs(state.entities[last], kind)
+    else:
+        state.pending_abs = kind
+
+
+def _on_negation(state: _State, _: str) -> None:
+    state.negating = True
+
+
+def _on_conjunction(state: _State, text: str) -> None:
+    if text not in ("or", ",", "nor"):
+        state.negating = False
+    if state.pending is not None and state.pending[0] != "between" and state.pending[2]:
+        state.pending = None
+    if text == ",":
+        _open_category(state, colon=False)
+
+
+def _on_colon(state: _State, _: str) -> None:
+    """"three animals: a cat, a dog and a horse": the list spells out the counted noun."""
+    _on_conjunction(state, ":")
+    _open_category(state, colon=True)
+
+
+def _on_only(state: _State, _: str) -> None:
+    """"only", "just", "exactly": no object of their own; they end a negation ("no cats, only a dog")."""
+    state.negating = False
+
+
+def _on_alone(state: _State, _: str) -> None:
+    """"by itself", "nothing else": they say no other object is drawn, which the plan already does."""
+
+
+def _on_separator(state: _State, _: str) -> None:
     _close_clause(state)
-    if state.pending_abs is not None and state.entities:
-        state.entities[-1] = _apply_abs(state.entities[-1], state.pending_abs)
-    return ParsedPrompt(
-        prompt=prompt, entities=tuple(state.entities), relations=tuple(state.relations),
-        sequences=tuple(state.sequences), negatives=tuple(state.negatives), settings=tuple(state.settings),
-        style=style,
-    )
+    state.clause = []
+    state.pending = None
+    state.negating = False
 
 
 def _preposition_word(kind: str) -> str:
@@ -524,6 +626,8 @@ def _on_sequence(state: _State, kind: str) -> None:
 
 
 def _close_clause(state: _State) -> None:
+    _close_distribution(state)
+    _close_category(state)
     if state.pending_seq is not None:
         kind, state.pending_seq = state.pending_seq, None
         if state.clause:
@@ -546,30 +650,230 @@ def _on_pronoun(state: _State, words: list[str]) -> bool:
     return True
 
 
-def _distribute(state: _State, entity: Entity) -> bool:
-    """"two circles, one red and one blue": colour-only phrases split the last plain group."""
+def _place_entity(state: _State, entity: Entity) -> int:
+    """Add ``entity`` to the clause; the first object listed after a category takes its place."""
+    category = state.category
+    if category is not None and not category.members:
+        state.entities[category.index] = entity
+        index = category.index
+    else:
+        state.entities.append(entity)
+        index = len(state.entities) - 1
+        state.clause.append(index)
+    if category is not None:
+        category.members.append(index)
+    return index
+
+
+# ----------------------------------------------------------------- a counted category and its list
+def _open_category(state: _State, *, colon: bool) -> None:
+    """Remember the noun a following list may spell out: after a colon the latest counted or
+    category noun of the clause ("three things on a table: ..."), after a comma only a category noun
+    ("three animals, a cat, a dog and a horse")."""
+    if state.category is not None or state.negating or state.pending is not None or not state.clause:
+        return
+    candidates = [i for i in state.clause if state.entities[i].head in CATEGORY_NOUNS or colon and (
+        state.entities[i].count >= 2)]
+    if not candidates or not colon and candidates[-1] != state.clause[-1]:
+        return
+    index = candidates[-1]
+    if state.distributing is not None and state.distributing[0] == index:
+        return
+    state.category = _Category(index, state.entities[index], len(state.relations))
+
+
+def _close_category(state: _State) -> None:
+    """The listed objects inherit the category's attributes, position and relations; a count that
+    disagrees with the list is noted (the list wins)."""
     from dataclasses import replace
 
-    if entity.head not in COLOURS or entity.modifiers or not state.clause:
+    category, state.category = state.category, None
+    if category is None or not category.members:
+        return
+    members, named = category.members, category.entity
+    for i in members:
+        state.entities[i] = _inherit(state.entities[i], named)
+    for rel in state.relations[:category.relations_before]:
+        for i in members[1:]:
+            state.relations.append(replace(rel, subject=i if rel.subject == category.index else rel.subject,
+                                            obj=i if rel.obj == category.index else rel.obj))
+    if named.arrangement is not None and len(members) > 1:
+        state.sequences.append(("h" if named.arrangement == "row" else "v", tuple(members)))
+    total = sum(state.entities[i].count for i in members)
+    if named.explicit_count and total != named.count:
+        listed = ", ".join(state.entities[i].label for i in members)
+        state.notes.append(f"'{named.label}' is followed by a list of {total} ({listed}): drew the list")
+
+
+def _inherit(member: Entity, category: Entity) -> Entity:
+    """``member`` with the category's modifiers ("three red things: ...") and absolute position."""
+    from dataclasses import replace
+
+    own_colour = bool(member.colours)
+    shared = tuple(m for m in category.modifiers if m not in member.modifiers and not (own_colour and m in COLOURS))
+    return replace(member, modifiers=(*shared, *member.modifiers), abs_h=member.abs_h or category.abs_h,
+                   abs_v=member.abs_v or category.abs_v)
+
+
+# ----------------------------------------------------------------- attributes after the noun
+_UNIVERSAL = frozenset({"all", "both", "each", "every"})
+_REST = frozenset({"other", "others", "rest", "remaining"})
+_SKIPPED = frozenset({"the", "of", "them", "these", "those", "ones", "which", "whom"})
+_COUNT_WORDS = frozenset(NUMBER_WORDS) | {"single"}
+ALL, REST = -1, -2  # quantities of an attribute phrase: every instance, the instances not yet described
+
+
+def _read_attributes(words: list[str]) -> tuple[int | None, tuple[str, ...]] | None:
+    """A phrase that only describes objects already named: "both blue" -> (ALL, ("blue",)), "one red"
+    -> (1, ("red",)), "the others white" -> (REST, ("white",)), "blue" -> (None, ("blue",)); else None."""
+    words = [w for w in words if w not in FILLERS or w in _UNIVERSAL]
+    quantity: int | None = None
+    i = 0
+    while i < len(words) and (words[i] in _UNIVERSAL or words[i] in _REST or words[i] in _SKIPPED
+                              or words[i] in ("a", "an") or _exact_number(words[i]) is not None):
+        quantity = _quantity(words[i], quantity)
+        i += 1
+    attrs = words[i:]
+    while attrs and attrs[-1] in ("one", "ones"):
+        attrs.pop()
+    if not attrs or not _are_attributes(attrs, universal=quantity == ALL):
+        return None
+    return quantity, tuple(attrs)
+
+
+def _exact_number(word: str) -> int | None:
+    if word.isdigit():
+        return int(word) if len(word) <= 4 else MAX_COUNT + 1
+    return NUMBER_WORDS[word] if word in _EXACT_NUMBERS and word not in ("both", "dozen") else None
+
+
+def _quantity(word: str, quantity: int | None) -> int | None:
+    """The quantity after reading ``word``; a universal word wins over a number ("each one", "all three")."""
+    if word in _UNIVERSAL:
+        return ALL
+    if quantity is not None:
+        return quantity
+    if word in _REST:
+        return REST
+    if word in ("a", "an"):
+        return 1
+    return _exact_number(word)
+
+
+def _are_attributes(words: list[str], *, universal: bool) -> bool:
+    """Colours and sizes always; after "both"/"all"/"each" any adjective ("both empty"), but not a noun
+    phrase ("all the cats")."""
+    if all(w in COLOURS or w in SIZE_WORDS for w in words):
+        return True
+    blocked = DETERMINERS | PRONOUNS | SETTINGS | _COUNT_WORDS
+    return universal and not any(w in blocked for w in words) and not is_plural(words[-1])
+
+
+def _on_attributes(state: _State, words: list[str]) -> bool:
+    """"two cups, both blue", "three birds, all black", "two circles, one red and one blue"."""
+    reading = _read_attributes(words)
+    if reading is None or state.negating:
         return False
-    base_index = state.clause[-1]
-    base = state.entities[base_index]
+    quantity, attrs = reading
+    if not state.clause or state.pending is not None:
+        if quantity == ALL:
+            phrase = " ".join(words)
+            raise PlanReadError(f"'{phrase}' describes objects, but no object is named before it; name it "
+                                f"first, e.g. 'two cups, {phrase}'", phrase)
+        return False
+    if quantity is None and state.distributing is None or quantity == ALL:
+        _share(state, state.clause[-1], attrs)
+        return True
+    return _distribute(state, quantity, attrs, " ".join(words))
+
+
+def _share(state: _State, index: int, attrs: tuple[str, ...]) -> None:
+    """Every instance of entity ``index`` takes ``attrs`` (sizes first, then colours, then the rest)."""
+    from dataclasses import replace
+
+    entity = state.entities[index]
+    new = tuple(a for a in attrs if a not in entity.modifiers)
+    ordered = sorted((*entity.modifiers, *new), key=lambda m: 0 if m in SIZE_WORDS else 1 if m in COLOURS else 2)
+    state.entities[index] = replace(entity, modifiers=tuple(ordered), plural_text=None)
+
+
+def _distribute(state: _State, quantity: int | None, attrs: tuple[str, ...], phrase: str) -> bool:
+    """"two circles, one red and one blue": each counted part takes its attributes; instances left
+    undescribed at the end of the clause stay plain."""
+    from dataclasses import replace
+
     origin = state.distributing if state.distributing and state.distributing[0] in state.clause else None
     if origin is None:
-        if base.count < 2 or base.colours or base.head in COLOURS:
-            return False
-        origin = state.distributing = [base_index, base.count, base]
-        if entity.count >= base.count:
-            return False
-        state.entities[base_index] = replace(base, modifiers=(entity.head, *base.modifiers), count=entity.count,
-                                             plural_text=None)
-        origin[1] -= entity.count
+        base_index = state.clause[-1]
+        base = state.entities[base_index]
+        if quantity in (None, REST) or quantity >= base.count:
+            _share_or_fail(state, base_index, quantity, attrs, phrase)
+            return True
+        state.distributing = [base_index, base.count - quantity, base]
+        state.entities[base_index] = replace(base, count=quantity, plural_text=None)
+        _share(state, base_index, attrs)
         return True
     _, remaining, plain = origin
-    if remaining <= 0:
-        return False
-    count = min(entity.count, remaining)
+    if quantity is None:
+        _share(state, state.clause[-1], attrs)  # "one big and red"
+        return True
+    count = remaining if quantity == REST else quantity
+    if count > remaining or remaining == 0:
+        raise PlanReadError(f"'{phrase}' describes {count} more {pluralize(plain.head)} than the {plain.count} "
+                            f"named", phrase)
     origin[1] -= count
-    state.entities.append(replace(plain, modifiers=(entity.head, *plain.modifiers), count=count, plural_text=None))
+    state.entities.append(replace(plain, count=count, plural_text=None))
     state.clause.append(len(state.entities) - 1)
+    _share(state, len(state.entities) - 1, attrs)
     return True
+
+
+def _share_or_fail(state: _State, index: int, quantity: int | None, attrs: tuple[str, ...], phrase: str) -> None:
+    entity = state.entities[index]
+    if quantity is not None and quantity > entity.count:
+        raise PlanReadError(f"'{phrase}' describes {quantity} of the {entity.count} {entity.head}"
+                            f"{'' if entity.count == 1 else 's'} named", phrase)
+    _share(state, index, attrs)
+
+
+def _close_distribution(state: _State) -> None:
+    """Instances a distribution left undescribed ("three squares, one green") are drawn plain."""
+    from dataclasses import replace
+
+    origin, state.distributing = state.distributing, None
+    if origin is None or origin[1] <= 0:
+        return
+    base_index, remaining, plain = origin
+    state.entities.append(replace(plain, count=remaining, plural_text=None))
+    index = len(state.entities) - 1
+    state.clause.append(index)
+    for rel in [r for r in state.relations if base_index in (r.subject, r.obj)]:
+        state.relations.append(replace(rel, subject=index if rel.subject == base_index else rel.subject,
+                                       obj=index if rel.obj == base_index else rel.obj))
+
+
+# ----------------------------------------------------------------- readings worth a note, contradictions
+def _note_reading(state: _State, entity: Entity, words: list[str]) -> None:
+    """Record the reading chosen for an ambiguous word."""
+    if entity.head == "glasses" and not entity.modifiers and "pair" not in words and not state.negating:
+        state.notes.append("'glasses' read as eyeglasses (one pair); write 'two glasses of water' or 'wine "
+                           "glasses' for drinking glasses")
+
+
+def _check_contradictions(state: _State) -> None:
+    """"a cat and no cat": the same object asked for and excluded cannot be drawn."""
+    for negative in state.negatives:
+        if negative.explicit_count or "other" in negative.modifiers:
+            continue  # "not one cat but two cats", "a cat and no other cats"
+        wanted = set(negative.modifiers) - {"no", "any"}
+        for entity in state.entities:
+            if entity.head == negative.head and set(entity.modifiers) == wanted:
+                excluded = negative.plural_text or negative.phrase
+                raise PlanReadError(f"the prompt asks for '{entity.phrase}' and also excludes '{excluded}'; say "
+                                    "which one the picture shows", excluded)
+
+
+_HANDLERS = {
+    "np": _on_noun_phrase, "rel": _on_relation, "abs": _on_absolute, "seq": _on_sequence, "neg": _on_negation,
+    "conj": _on_conjunction, "colon": _on_colon, "only": _on_only, "alone": _on_alone, "sep": _on_separator,
+}

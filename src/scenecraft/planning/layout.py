@@ -19,7 +19,9 @@ The method, in short:
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .grammar import Entity, Relation
@@ -242,17 +244,10 @@ def _integer_ratios(fractions: list[float], resolution: int = 20) -> list[int]:
     return [v // divisor for v in values]
 
 
-def boxes_to_split(instances: list[Rect], *, gap: float = 0.35) -> tuple[str, list[int | None]]:
-    """An RPG split whose cells follow the boxes, and what each cell holds (a box index or ``None``).
-
-    Boxes whose vertical extents overlap (transitively) form one row band; rows are cut halfway
-    between bands, columns halfway between neighbouring boxes of a band (ordered by centre). Where
-    a band leaves more than ``gap`` (default 0.35) of the width empty on its left or right, a filler
-    cell (``None``: the background) keeps the boxes on their side, so "a dog on the right" stays on
-    the right. With no boxes the split is ``"1"`` with one filler cell.
-    """
-    if not instances:
-        return "1", [None]
+def _bands(instances: list[Rect], above: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Row bands, top to bottom: boxes whose vertical extents overlap (transitively) share a band,
+    except that a box stated to be above another is cut from it; a box the cut crosses goes to the
+    side holding its centre (the upper side on a tie)."""
     order = sorted(range(len(instances)), key=lambda k: instances[k][1])
     bands: list[list[int]] = []
     bottom = -1.0
@@ -263,8 +258,52 @@ def boxes_to_split(instances: list[Rect], *, gap: float = 0.35) -> tuple[str, li
         else:
             bands.append([k])
             bottom = instances[k][3]
-    edges = [(min(instances[k][1] for k in b), max(instances[k][3] for k in b)) for b in bands]
-    cuts_y = [0.0] + [(a[1] + b[0]) / 2 for a, b in zip(edges, edges[1:])] + [1.0]
+    return [part for band in bands for part in _cut_band(instances, band, above)]
+
+
+def _centre_y(rect: Rect) -> float:
+    return (rect[1] + rect[3]) / 2
+
+
+def _cut_band(instances: list[Rect], band: list[int], above: Sequence[tuple[int, int]]) -> list[list[int]]:
+    members = set(band)
+    cuts = sorted({(instances[a][3] + instances[b][1]) / 2 for a, b in above if a in members and b in members
+                   and _centre_y(instances[a]) < _centre_y(instances[b])})
+    if not cuts:
+        return [band]
+    parts: dict[int, list[int]] = {}
+    for k in band:
+        parts.setdefault(bisect.bisect_left(cuts, _centre_y(instances[k])), []).append(k)
+    return [parts[slot] for slot in sorted(parts)]
+
+
+def _row_cuts(instances: list[Rect], bands: list[list[int]]) -> list[float]:
+    """Where rows meet: halfway between bands, kept between the centres of their boxes."""
+    cuts = [0.0]
+    for upper, lower in zip(bands, bands[1:]):
+        middle = (max(instances[k][3] for k in upper) + min(instances[k][1] for k in lower)) / 2
+        low, high = max(_centre_y(instances[k]) for k in upper), min(_centre_y(instances[k]) for k in lower)
+        cut = min(max(middle, low), high) if low < high else middle
+        cuts.append(min(max(cut, cuts[-1] + 1e-3), 1.0 - 1e-3))
+    return cuts + [1.0]
+
+
+def boxes_to_split(instances: list[Rect], *, gap: float = 0.35,
+                   above: Sequence[tuple[int, int]] = ()) -> tuple[str, list[int | None]]:
+    """An RPG split whose cells follow the boxes, and what each cell holds (a box index or ``None``).
+
+    Boxes whose vertical extents overlap (transitively) form one row band, except that boxes
+    ``above`` says are one above the other (pairs of box indices, upper first) always get rows of
+    their own; rows are cut halfway between bands, columns halfway between neighbouring boxes of a
+    band (ordered by centre). Where
+    a band leaves more than ``gap`` (default 0.35) of the width empty on its left or right, a filler
+    cell (``None``: the background) keeps the boxes on their side, so "a dog on the right" stays on
+    the right. With no boxes the split is ``"1"`` with one filler cell.
+    """
+    if not instances:
+        return "1", [None]
+    bands = _bands(instances, above)
+    cuts_y = _row_cuts(instances, bands)
     heights = _integer_ratios([b - a for a, b in zip(cuts_y, cuts_y[1:])])
     cells: list[int | None] = []
     groups = []

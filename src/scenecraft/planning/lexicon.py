@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "COLOURS", "NUMBER_WORDS", "SETTINGS", "STYLE_NOUNS", "a_or_an", "pluralize", "singularize",
+    "CATEGORY_NOUNS", "COLOURS", "MASS_PLURALS", "NUMBER_WORDS", "PAIR_NOUNS", "SETTINGS", "STYLE_NOUNS", "a_or_an", "pluralize", "singularize",
 ]
 
 COLOURS = frozenset({
@@ -25,6 +25,14 @@ NUMBER_WORDS = {
 #: Collective words: "a group of five birds", "a pair of shoes".
 COLLECTIVES = {"pair": 2, "couple": 2, "group": 3, "bunch": 3, "set": 3, "herd": 4, "flock": 4, "pile": 3,
                "stack": 3, "row": 3, "line": 3, "handful": 3, "trio": 3, "team": 4, "crowd": 6, "family": 3}
+
+#: Nouns that name a kind of objects, so that "three animals, a cat, a dog and a horse" is one list of
+#: three (with a colon any counted noun works: "two cups: a red one and a blue one").
+CATEGORY_NOUNS = frozenset({
+    "thing", "object", "item", "animal", "shape", "fruit", "vegetable", "pet", "vehicle", "toy", "tool",
+    "creature", "food", "piece", "kind", "instrument", "utensil", "plant", "drink", "accessory", "device",
+    "gadget", "person", "people", "character", "figure", "product", "furniture", "beast", "garment",
+})
 
 DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "his", "her", "its", "their", "my",
                          "our", "your", "any", "another", "each", "every"})
@@ -79,11 +87,26 @@ _IRREGULAR_PLURALS = {
     "fireman": "firemen", "species": "species", "series": "series", "aircraft": "aircraft",
 }
 _IRREGULAR_SINGULARS = {plural: singular for singular, plural in _IRREGULAR_PLURALS.items()}
+
+#: Nouns plural in form that name one object, counted in pairs: "a pair of scissors", "two pairs of jeans".
+PAIR_NOUNS = frozenset({
+    "scissors", "glasses", "sunglasses", "eyeglasses", "spectacles", "goggles", "binoculars", "jeans",
+    "trousers", "pants", "shorts", "leggings", "tights", "pajamas", "pyjamas", "overalls", "slacks",
+    "sweatpants", "dungarees", "trunks", "pliers", "tongs", "tweezers", "pincers", "shears", "clippers",
+    "forceps", "headphones", "earphones", "earbuds", "handcuffs", "suspenders",
+})
+#: Nouns plural in form that name one mass of things and have no singular: "clothes".
+MASS_PLURALS = frozenset({"clothes", "belongings", "groceries", "leftovers"})
+#: Words before "glasses" that make it drinking glasses (a count noun), not eyewear.
+DRINK_WORDS = frozenset({"wine", "drinking", "champagne", "beer", "shot", "water", "cocktail", "martini",
+                         "whiskey", "whisky", "juice", "milk", "empty", "full", "crystal"})
 _KEEP_S = ("ss", "us", "is", "ous", "ics", "news")
 
 
 def singularize(word: str) -> str:
     """The singular of an English noun (rules plus an irregular table); unknown forms come back unchanged."""
+    if word in PAIR_NOUNS or word in MASS_PLURALS:
+        return word
     if word in _IRREGULAR_SINGULARS:
         return _IRREGULAR_SINGULARS[word]
     if len(word) <= 3 or not word.endswith("s") or word.endswith(_KEEP_S):
@@ -96,12 +119,16 @@ def singularize(word: str) -> str:
 
 
 def is_plural(word: str) -> bool:
-    """Whether ``word`` looks like a plural noun."""
+    """Whether ``word`` looks like a plural noun (one plural only in form, "scissors", is not)."""
+    if word in PAIR_NOUNS or word in MASS_PLURALS:
+        return False
     return word in _IRREGULAR_SINGULARS and _IRREGULAR_SINGULARS[word] != word or singularize(word) != word
 
 
 def pluralize(word: str) -> str:
-    """The plural of a singular English noun."""
+    """The plural of a singular English noun (a noun plural in form is its own plural)."""
+    if word in PAIR_NOUNS or word in MASS_PLURALS:
+        return word
     if word in _IRREGULAR_PLURALS:
         return _IRREGULAR_PLURALS[word]
     if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from ..scene import Scene, SceneError
 from ..scene.split import SplitRatioError
 from .backends import Backend
-from .errors import PlanError, PlanParseError, PlanValidationError
-from .grammar import parse_prompt
+from .errors import PlanError, PlanParseError, PlanReadError, PlanValidationError
+from .grammar import ParsedPrompt, parse_prompt
 from .readers import extract_json_object, read_lmd, read_rpg
 from .templates import build_messages, layout_schema, retry_message
 from .validate import DEFAULT_MIN_SIDE, check_scene, repair_scene_dict
@@ -45,6 +45,14 @@ def read_reply(text: str, *, prompt: str, width: int, height: int, min_side: flo
     raise PlanParseError("the reply holds no JSON object, no LMD layout and no RPG split", fmt="reply")
 
 
+def _expected(prompt: str) -> ParsedPrompt | None:
+    """What the offline reader finds in ``prompt``, or None where it cannot read it (the LLM may)."""
+    try:
+        return parse_prompt(prompt)
+    except PlanReadError:
+        return None
+
+
 @dataclass
 class LLMPlanner:
     """Plans with an LLM backend.
@@ -70,7 +78,7 @@ class LLMPlanner:
         from .offline import check_layout
 
         check_layout(layout)
-        expected = parse_prompt(prompt) if self.validate else None
+        expected = _expected(prompt) if self.validate else None
         messages = build_messages(prompt, layout)
         schema = layout_schema(layout)
         errors: list[str] = []
