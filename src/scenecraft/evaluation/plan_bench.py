@@ -15,6 +15,11 @@ class when its name contains the class word (singular or plural, whole word);
 negation = no box shows the class; numeracy = exactly N boxes show it; attribute binding = some box
 names "{colour1} ... {class1}" and some box names "{colour2} ... {class2}"; spatial = the box
 centres of the first box of each class are ordered as asked.
+
+A second suite, the forms suite (:mod:`scenecraft.evaluation.plan_forms`), scores scenecraft's own
+phrasings of six English forms (exclusivity, counted lists, shared attributes, "no X, only Y",
+relations a split must keep, nouns plural in form); it runs for every planner but a replay (LMD's
+recorded replies do not cover it) and is reported on its own, below the LMD figures.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..scene import Scene
+from .plan_forms import FORM_CAUSES, FORMS_SUITE, FormSpec, score_form
 
 __all__ = ["CATEGORIES", "LMD_CLASSES", "BenchItem", "PlanBenchResult", "lmd_benchmark", "make_planner",
            "run_plan_bench", "scene_boxes", "score_scene"]
@@ -128,13 +134,17 @@ def score_scene(item: BenchItem, scene: Scene) -> tuple[bool, str]:
 
 @dataclass
 class PlanBenchResult:
-    """Per-category (correct, total), failures (prompt, reason), planning time per prompt."""
+    """Per-category (correct, total), failures (prompt, reason), planning time per prompt; the same
+    for the forms suite per cause (empty when it did not run; its failures are listed in
+    ``failures`` too, their reasons starting with "forms: ")."""
 
     planner: str
     layout: str
     per_category: dict[str, tuple[int, int]] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
     ms_per_prompt: float = 0.0
+    forms: dict[str, tuple[int, int]] = field(default_factory=dict)
+    forms_ms_per_prompt: float = 0.0
 
     @property
     def overall(self) -> float:
@@ -146,22 +156,44 @@ class PlanBenchResult:
         correct, total = self.per_category[category]
         return correct / total if total else 0.0
 
+    @property
+    def forms_overall(self) -> float:
+        correct = sum(c for c, _ in self.forms.values())
+        total = sum(t for _, t in self.forms.values())
+        return correct / total if total else 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "planner": self.planner, "layout": self.layout,
-            "categories": {k: {"correct": c, "total": t, "accuracy": round(100 * c / t, 1) if t else None}
-                           for k, (c, t) in self.per_category.items()},
+        data = {
+            "planner": self.planner, "layout": self.layout, "categories": _table(self.per_category),
             "overall": round(100 * self.overall, 1), "ms_per_prompt": round(self.ms_per_prompt, 3),
             "failures": [{"prompt": p, "reason": r} for p, r in self.failures],
         }
+        if self.forms:
+            data["forms"] = {"causes": _table(self.forms), "overall": round(100 * self.forms_overall, 1),
+                             "ms_per_prompt": round(self.forms_ms_per_prompt, 3)}
+        return data
 
     def lines(self) -> list[str]:
         out = [f"planner {self.planner}  layout {self.layout}"]
-        for category, (correct, total) in self.per_category.items():
-            out.append(f"{category:<12} {correct:>3}/{total:<3} {100 * correct / total:5.1f}%")
+        out += _rows(self.per_category, 12)
         out.append(f"overall {100 * self.overall:.1f}%")
         out.append(f"planning {self.ms_per_prompt:.3f} ms/prompt")
+        if self.forms:
+            out.append("forms suite (scenecraft's phrasings of six English forms)")
+            out += _rows(self.forms, 17)
+            out.append(f"forms overall {100 * self.forms_overall:.1f}%")
+            out.append(f"forms planning {self.forms_ms_per_prompt:.3f} ms/prompt")
         return out
+
+
+def _table(counts: dict[str, tuple[int, int]]) -> dict[str, dict[str, Any]]:
+    return {k: {"correct": c, "total": t, "accuracy": round(100 * c / t, 1) if t else None}
+            for k, (c, t) in counts.items()}
+
+
+def _rows(counts: dict[str, tuple[int, int]], width: int) -> list[str]:
+    return [f"{name:<{width}} {correct:>3}/{total:<3} {100 * correct / total if total else 0.0:5.1f}%"
+            for name, (correct, total) in counts.items()]
 
 
 Planner = Callable[[str, int], Scene]
@@ -199,37 +231,86 @@ def make_planner(planner: str, *, layout: str = "boxes", cache_dir: str | Path |
 
 def run_plan_bench(planner: str = "offline", *, layout: str = "boxes", limit: int | None = None,
                    cache_dir: str | Path | None = None,
-                   on_prompt: Callable[[int, int], None] | None = None) -> PlanBenchResult:
-    """Plan and score LMD's 400 prompts (the first ``limit`` of each category if given).
+                   on_prompt: Callable[[int, int], None] | None = None, forms: bool | None = None) -> PlanBenchResult:
+    """Plan and score LMD's 400 prompts (the first ``limit`` of each category if given), then the
+    forms suite (the first ``limit`` of each cause).
 
     Args:
         planner: ``"offline"`` (default), ``"replay:PATH"`` or ``"llm:SPEC"``.
         layout: ``"boxes"`` (default) or ``"split"``.
-        limit: prompts per category (default all 100).
+        limit: prompts per category (default all 100) and per cause of the forms suite (default all).
         cache_dir: plan cache for ``llm:`` planners (default: the user cache).
         on_prompt: called with (prompts done, prompts in all) after each prompt, for progress.
+        forms: run the forms suite (default: for every planner but ``replay:``).
     """
     plan = make_planner(planner, layout=layout, cache_dir=cache_dir)
     items = _selected_items(limit)
+    run_forms = not planner.startswith("replay:") if forms is None else forms
+    form_items = _selected_forms(limit) if run_forms else []
     result = PlanBenchResult(planner=planner, layout=layout, per_category={c: (0, 0) for c in CATEGORIES})
+    progress = _Progress(len(items) + len(form_items), on_prompt)
+    result.ms_per_prompt = _score_all(result, result.per_category, [
+        (item.category, item.prompt, lambda scene, item=item: score_scene(item, scene), plan, occurrence)
+        for item, occurrence in items], progress)
+    if form_items:
+        result.forms = {c: (0, 0) for c in FORM_CAUSES}
+        planners = {layout: plan}
+        jobs = [(spec.cause, prompt, lambda scene, spec=spec: score_form(spec, scene),
+                 _planner_for(planners, spec.layout or layout, planner, cache_dir), 0) for prompt, spec in form_items]
+        result.forms_ms_per_prompt = _score_all(result, result.forms, jobs, progress, tag="forms: ")
+    return result
+
+
+@dataclass
+class _Progress:
+    total: int
+    callback: Callable[[int, int], None] | None
+    done: int = 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+Job = tuple[str, str, Callable[[Scene], tuple[bool, str]], Planner, int]  # group, prompt, scorer, planner, occurrence
+
+
+def _score_all(result: PlanBenchResult, counts: dict[str, tuple[int, int]], jobs: list[Job], progress: _Progress,
+               tag: str = "") -> float:
+    """Plan and score every job into ``counts`` and ``result.failures``; the mean ms per prompt."""
     elapsed = 0.0
-    for done, (item, occurrence) in enumerate(items, start=1):
+    for group, prompt, score, plan, occurrence in jobs:
         start = time.perf_counter()
         try:
-            scene = plan(item.prompt, occurrence)
+            scene = plan(prompt, occurrence)
             elapsed += time.perf_counter() - start
-            ok, reason = score_scene(item, scene)
+            ok, reason = score(scene)
         except ValueError as error:
             elapsed += time.perf_counter() - start
             ok, reason = False, f"planner error: {error}"[:300]
-        correct, total = result.per_category[item.category]
-        result.per_category[item.category] = (correct + ok, total + 1)
+        correct, total = counts[group]
+        counts[group] = (correct + ok, total + 1)
         if not ok:
-            result.failures.append((item.prompt, reason))
-        if on_prompt is not None:
-            on_prompt(done, len(items))
-    result.ms_per_prompt = 1000 * elapsed / len(items) if items else 0.0
-    return result
+            result.failures.append((prompt, tag + reason))
+        progress.step()
+    return 1000 * elapsed / len(jobs) if jobs else 0.0
+
+
+def _planner_for(planners: dict[str, Planner], layout: str, planner: str, cache_dir: str | Path | None) -> Planner:
+    if layout not in planners:
+        planners[layout] = make_planner(planner, layout=layout, cache_dir=cache_dir)
+    return planners[layout]
+
+
+def _selected_forms(limit: int | None) -> list[tuple[str, FormSpec]]:
+    used: dict[str, int] = {}
+    chosen = []
+    for prompt, spec in FORMS_SUITE:
+        used[spec.cause] = used.get(spec.cause, 0) + 1
+        if limit is None or used[spec.cause] <= limit:
+            chosen.append((prompt, spec))
+    return chosen
 
 
 def _selected_items(limit: int | None) -> list[tuple[BenchItem, int]]:

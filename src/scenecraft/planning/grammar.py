@@ -101,7 +101,8 @@ _ALONE_PHRASES = ("alone", "all alone", "by itself", "all by itself", "by themse
                   "by himself", "by herself", "on its own", "on their own", "on his own", "on her own",
                   "all on its own", "all on their own", "solo", "nothing", "nothing else", "nothing more",
                   "nobody", "nobody else", "no one else", "no others", "that's it", "that is it",
-                  "that's all", "that is all", "and that's it", "and that's all", "and that is all")
+                  "that's all", "that is all", "and that's it", "and that's all", "and that is all",
+                  "in total", "in all", "altogether", "all together", "total")
 #: Words that, like a colon, say the list that follows spells out the noun before: "three animals, namely ...".
 _COLON_PHRASES = (":", "namely", "specifically", "to be specific", "in particular")
 _SEP = frozenset({".", ";", "!", "?"})
@@ -256,6 +257,8 @@ class _State:
     distributing: list | None = None  # [index of the first part, instances left, the plain entity]
     category: _Category | None = None
     notes: list[str] = field(default_factory=list)
+    previous: str = ""  # the last item: a conjunction's or colon's text, else the item's kind
+    alone: bool = False  # after "nothing else", until the next noun phrase
 
 
 _DASH = re.compile(r"\s[-\u2013\u2014]+\s|[\u2013\u2014(]")
@@ -321,6 +324,9 @@ def _split_items(words: list[str]) -> list[tuple[str, object]]:
         elif _is_verb(word) and _has_head(buffer):
             flush()
             items.append(("conj", word))
+        elif word in ("is", "are") and buffer and singularize(buffer[-1]) in CATEGORY_NOUNS:
+            flush()
+            items.append(("colon", word))  # "the only object is a cup", "the animals are a cat and a dog"
         elif buffer and _starts_phrase(word) and _has_head(buffer):
             flush()
             buffer.append(word)
@@ -400,7 +406,7 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
     head_written = body[-1]
     modifiers = tuple(body[:-1])
     head, plural = _head(head_written, modifiers, complement, count, pair)
-    if head in PAIR_NOUNS and pair:
+    if head in PAIR_NOUNS and pair or head in MASS_PLURALS:
         count = 1
     if count is None:
         count = 2 if plural else 1
@@ -476,7 +482,7 @@ def _on_entity(state: _State, entity: Entity, words: list[str]) -> None:
     if pending is not None and entity.head in CANVAS_WORDS and pending[0] in ("left", "right", "above", "below",
                                                                               "between", "in", "at"):
         kind = {"left": "left", "right": "right", "above": "top", "below": "bottom"}.get(pending[0], "center")
-        if pending[1] is not None:
+        if pending[1] is not None and not state.alone:  # "nothing else in the picture" places nothing
             state.entities[pending[1]] = _apply_abs(state.entities[pending[1]], kind)
         state.pending = None
         return
@@ -526,6 +532,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     state = _State()
     for kind, value in _split_items(words):
         _HANDLERS[kind](state, value)
+        state.previous = str(value) if kind in ("conj", "colon") else kind
     _close_clause(state)
     if state.pending_abs is not None and state.entities:
         state.entities[-1] = _apply_abs(state.entities[-1], state.pending_abs)
@@ -550,9 +557,10 @@ def _on_noun_phrase(state: _State, words: list[str]) -> None:
     if _on_pronoun(state, words) or _on_attributes(state, words):
         return
     entity = _parse_noun_phrase(words)
-    if entity is not None:
+    if entity is not None and not _is_summary(state, entity):
         _note_reading(state, entity, words)
         _on_entity(state, entity, words)
+    state.alone = False
 
 
 def _on_relation(state: _State, kind: str) -> None:
@@ -597,9 +605,11 @@ def _on_only(state: _State, _: str) -> None:
 
 def _on_alone(state: _State, _: str) -> None:
     """"by itself", "nothing else": they say no other object is drawn, which the plan already does."""
+    state.alone = True
 
 
 def _on_separator(state: _State, _: str) -> None:
+    state.alone = False
     _close_clause(state)
     state.clause = []
     state.pending = None
@@ -653,6 +663,8 @@ def _on_pronoun(state: _State, words: list[str]) -> bool:
 def _place_entity(state: _State, entity: Entity) -> int:
     """Add ``entity`` to the clause; the first object listed after a category takes its place."""
     category = state.category
+    if category is not None and not category.members and state.pending is not None:
+        category = state.category = None  # "the thing is on a table": a relation, not a list
     if category is not None and not category.members:
         state.entities[category.index] = entity
         index = category.index
@@ -703,6 +715,21 @@ def _close_category(state: _State) -> None:
     if named.explicit_count and total != named.count:
         listed = ", ".join(state.entities[i].label for i in members)
         state.notes.append(f"'{named.label}' is followed by a list of {total} ({listed}): drew the list")
+
+
+def _is_summary(state: _State, entity: Entity) -> bool:
+    """"a cat, a dog and a horse: three animals": a count of the objects just listed names no new
+    object (after a comma only when the numbers agree); a count that disagrees is noted."""
+    after_colon = state.previous in _COLON_PHRASES or state.previous in ("is", "are")
+    if entity.head not in CATEGORY_NOUNS or entity.count < 2 or not entity.explicit_count or state.category or (
+            state.negating or not (after_colon or state.previous == ",") or len(state.clause) < 2):
+        return False
+    total = sum(state.entities[i].count for i in state.clause)
+    if total != entity.count:
+        if not after_colon:
+            return False
+        state.notes.append(f"'{entity.label}' sums up a list of {total}: drew the list")
+    return True
 
 
 def _inherit(member: Entity, category: Entity) -> Entity:
@@ -775,6 +802,9 @@ def _on_attributes(state: _State, words: list[str]) -> bool:
     if reading is None or state.negating:
         return False
     quantity, attrs = reading
+    if not state.clause and state.pending is None and words[-1] in ("one", "ones") and state.negatives:
+        _on_entity(state, _elided(state.negatives[-1], quantity, attrs, words[-1]), words)
+        return True
     if not state.clause or state.pending is not None:
         if quantity == ALL:
             phrase = " ".join(words)
@@ -785,6 +815,16 @@ def _on_attributes(state: _State, words: list[str]) -> bool:
         _share(state, state.clause[-1], attrs)
         return True
     return _distribute(state, quantity, attrs, " ".join(words))
+
+
+def _elided(negated: Entity, quantity: int | None, attrs: tuple[str, ...], pronoun: str) -> Entity:
+    """"no red apples, only green ones": the excluded noun with the new attributes."""
+    from dataclasses import replace
+
+    count = quantity if quantity is not None and quantity > 0 else 2 if pronoun == "ones" else 1
+    kept = tuple(m for m in negated.modifiers if m not in COLOURS and m not in SIZE_WORDS and m not in ("no", "any"))
+    return replace(negated, modifiers=(*attrs, *kept), count=min(count, MAX_COUNT), negated=False, plural_text=None,
+                   explicit_count=quantity is not None and quantity > 0)
 
 
 def _share(state: _State, index: int, attrs: tuple[str, ...]) -> None:
