@@ -316,8 +316,8 @@ def _split_items(words: list[str]) -> list[tuple[str, object]]:
             flush()
             items.append(("sep", word))
         elif word in (",", ":"):
-            if buffer and (buffer[-1] in COLOURS or buffer[-1] in SIZE_WORDS):
-                pass  # "a big, red ball": one phrase
+            if buffer and (buffer[-1] in COLOURS or buffer[-1] in SIZE_WORDS) and not _starts_part(words, i + 1):
+                pass  # "a big, red ball": one phrase ("one red, one blue": two)
             else:
                 flush()
                 items.append(("conj", ","))
@@ -341,6 +341,11 @@ def _is_false_match(words: list[str], i: int, phrase: tuple[str, ...], item: tup
                     buffer: list[str]) -> bool:
     """Phrases that are not meant as such in context: "no." / "no," (an answer, not a negation)."""
     return item[0] == "neg" and phrase == ("no",) and i + 1 < len(words) and words[i + 1] in (".", ",")
+
+
+def _starts_part(words: list[str], i: int) -> bool:
+    """Whether ``words[i]`` starts a new phrase after a comma: "one red, one blue", "red, the rest blue"."""
+    return i < len(words) and (_starts_phrase(words[i]) or words[i] in ("the", "all", "both", "each", "every"))
 
 
 def _is_verb(word: str) -> bool:

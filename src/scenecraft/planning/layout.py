@@ -111,13 +111,13 @@ def _edges(entities: list[Entity], relations: list[Relation],
             v.append((rel.subject, rel.obj))
     for axis, order, target, lo, hi in (("abs_h", _H_ORDER, h, "L", "R"), ("abs_v", _V_ORDER, v, "T", "B")):
         placed = [(i, getattr(e, axis)) for i, e in enumerate(entities) if getattr(e, axis)]
-        for i, where in placed:
+        for i, where in placed:  # one anchor per side: "two cups on the right" share the right part
             if where in ("left", "top"):
-                target.append((i, f"{hi}{i}"))
+                target.append((i, hi))
             elif where in ("right", "bottom"):
-                target.append((f"{lo}{i}", i))
+                target.append((lo, i))
             else:
-                target.extend([(f"{lo}{i}", i), (i, f"{hi}{i}")])
+                target.extend([(lo, i), (i, hi)])
         for i, a in placed:
             for j, b in placed:
                 if order[a] < order[b]:
