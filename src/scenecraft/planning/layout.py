@@ -288,6 +288,21 @@ def _row_cuts(instances: list[Rect], bands: list[list[int]]) -> list[float]:
     return cuts + [1.0]
 
 
+def _with_filler_rows(instances: list[Rect], bands: list[list[int]], cuts: list[float],
+                      gap: float) -> tuple[list[list[int] | None], list[float]]:
+    """Bands plus a filler row (``None``) above or below where the boxes leave more than ``gap`` of
+    the height empty, so that "a cat at the top" stays at the top; the row cuts to match."""
+    rows: list[list[int] | None] = list(bands)
+    top, bottom = min(instances[k][1] for k in bands[0]), 1.0 - max(instances[k][3] for k in bands[-1])
+    if top > gap:
+        rows.insert(0, None)
+        cuts = [0.0, 0.75 * top, *cuts[1:]]
+    if bottom > gap:
+        rows.append(None)
+        cuts = [*cuts[:-1], 1.0 - 0.75 * bottom, 1.0]
+    return rows, cuts
+
+
 def boxes_to_split(instances: list[Rect], *, gap: float = 0.35,
                    above: Sequence[tuple[int, int]] = ()) -> tuple[str, list[int | None]]:
     """An RPG split whose cells follow the boxes, and what each cell holds (a box index or ``None``).
@@ -298,16 +313,20 @@ def boxes_to_split(instances: list[Rect], *, gap: float = 0.35,
     band (ordered by centre). Where
     a band leaves more than ``gap`` (default 0.35) of the width empty on its left or right, a filler
     cell (``None``: the background) keeps the boxes on their side, so "a dog on the right" stays on
-    the right. With no boxes the split is ``"1"`` with one filler cell.
+    the right; a filler row does the same above or below all the boxes. With no boxes the split is ``"1"`` with one filler cell.
     """
     if not instances:
         return "1", [None]
     bands = _bands(instances, above)
-    cuts_y = _row_cuts(instances, bands)
+    rows, cuts_y = _with_filler_rows(instances, bands, _row_cuts(instances, bands), gap)
     heights = _integer_ratios([b - a for a, b in zip(cuts_y, cuts_y[1:])])
     cells: list[int | None] = []
     groups = []
-    for band, height in zip(bands, heights):
+    for band, height in zip(rows, heights):
+        if band is None:
+            groups.append([height, 1])
+            cells.append(None)
+            continue
         band.sort(key=lambda k: ((instances[k][0] + instances[k][2]) / 2, instances[k][1]))
         members: list[int | None] = list(band)
         left, right = instances[band[0]][0], 1.0 - max(instances[k][2] for k in band)
