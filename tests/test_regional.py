@@ -13,7 +13,8 @@ STEPS = 4
 
 
 def plain(pipe, prompt, seed=1, height=64, width=64, **kwargs):
-    generator = torch.Generator().manual_seed(seed)
+    # One generator per image, seeded seed + i, as scenecraft seeds its images.
+    generator = [torch.Generator().manual_seed(seed + i) for i in range(kwargs.get("num_images_per_prompt", 1))]
     return pipe(prompt, num_inference_steps=STEPS, guidance_scale=7.0, height=height, width=width, generator=generator,
                 output_type="np", **kwargs).images
 
@@ -21,6 +22,31 @@ def plain(pipe, prompt, seed=1, height=64, width=64, **kwargs):
 def regional(pipe, scene, seed=1, **kwargs):
     config = RegionalConfig(num_inference_steps=STEPS, seed=seed, output_type="np", **kwargs)
     return np.stack(generate_regional(pipe, scene, config).images)
+
+
+def regional_through_the_pipeline(pipe, scene, seed=1):
+    """RPG as it ran before the sampling core: the slots fed to ``pipe(...)`` with the processor installed."""
+    from scenecraft.generation.regional import slot_coefficients, slot_prompts
+
+    prompts, negatives = slot_prompts(scene)
+    slots = PromptEncoder(pipe, pipe._execution_device).encode_slots(prompts, negatives)
+    scale = pipe.vae_scale_factor
+    layout = SlotLayout(slots.spans, lambda h, w: slot_coefficients(scene, scene.base_ratio, h, w),
+                        scene.height // scale, scene.width // scale)
+    extra = {} if slots.pooled is None else dict(pooled_prompt_embeds=slots.pooled,
+                                                  negative_pooled_prompt_embeds=slots.negative_pooled)
+    with installed_cross_attention_processors(pipe.unet, RegionalAttnProcessor(layout)):
+        return pipe(prompt_embeds=slots.cond, negative_prompt_embeds=slots.uncond, height=scene.height,
+                    width=scene.width, num_inference_steps=STEPS, guidance_scale=7.0, output_type="np",
+                    generator=torch.Generator().manual_seed(seed), **extra).images
+
+
+@pytest.mark.parametrize("which", ["sd_pipe", "sd2_pipe", "sdxl_pipe"])
+def test_rpg_on_the_sampling_core_gives_the_images_it_gave_through_the_pipeline(which, request):
+    pipe = request.getfixturevalue(which)
+    scene = Scene(prompt="pets", negative_prompt="blurry", width=64, height=64, background_prompt="a lawn", regions=[
+        Region("a cat", Box(0.05, 0.2, 0.5, 0.9), negative_prompt="dog"), Region("a dog", Box(0.5, 0.1, 0.95, 0.8))])
+    np.testing.assert_array_equal(regional(pipe, scene), regional_through_the_pipeline(pipe, scene))
 
 
 def full_canvas_scenes(prompt):

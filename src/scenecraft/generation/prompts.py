@@ -66,6 +66,7 @@ class PromptEncoder:
         self.pipe = pipe
         self.device = device
         self.is_sdxl = hasattr(pipe, "text_encoder_2")
+        self.chunk_length = pipe.tokenizer.model_max_length  # tokens of one encoded window (BOS + 75 + EOS in CLIP)
         self._cache: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def encode_chunk(self, text: str, negative: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -3,16 +3,17 @@ Recaptioning, Planning, and Generating with Multimodal LLMs", ICML 2024).
 
 Every cross-attention layer of the UNet attends each region's pixels to that region's prompt and
 mixes the result with the base prompt by ``base_ratio``; the area no region covers follows the
-background prompt (or the base prompt). Everything else is the unmodified diffusers pipeline:
-its scheduler, classifier-free guidance, VAE and SDXL conditioning (pooled embedding and time ids
-from the base prompt). The attention processors are installed for the call and restored after.
+background prompt (or the base prompt). Everything else is the sampling core, which computes what
+``pipe(...)`` computes: its scheduler, classifier-free guidance, VAE and SDXL conditioning (pooled
+embedding and time ids from the base prompt). The attention processors are installed for the call
+and restored after.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 
@@ -20,33 +21,25 @@ from ..scene import Scene
 from .attention import RegionalAttnProcessor, SlotLayout, installed_cross_attention_processors
 from .latents import latent_size
 from .prompts import PromptEncoder
-from .result import GenerationResult, check_common_settings, resolve_seed
+from .result import GenerationResult, resolve_seed
+from .sampling import (
+    ProgressCallback, SamplingConfig, check_pipeline, conditioning, decode_latents, generate_latents, image_generators,
+)
 
 __all__ = ["RegionalConfig", "generate_regional", "slot_prompts", "slot_coefficients"]
 
-StepCallback = Callable[[int, int], None]
-
 
 @dataclass
-class RegionalConfig:
-    """Knobs of RPG regional generation.
+class RegionalConfig(SamplingConfig):
+    """Knobs of RPG regional generation: :class:`SamplingConfig`'s (steps 30, guidance 7, seed,
+    images, output type, tiled decode) and
 
     Attributes:
-        num_inference_steps: denoising steps (default 30; RPG's examples use 20-30).
-        guidance_scale: classifier-free guidance scale (default 7.0; <= 1 disables guidance).
-        seed: random seed; ``None`` draws one, which the result records (default ``None``).
-        num_images: images per call, each from its own noise (default 1).
         base_ratio: overrides ``scene.base_ratio`` when not ``None`` (default ``None``): the
             weight of the base prompt in every region, 0..1 (RPG's examples: 0.3-0.5).
-        output_type: ``"pil"`` (default), ``"np"``, ``"pt"`` or ``"latent"``, as diffusers takes.
     """
 
-    num_inference_steps: int = 30
-    guidance_scale: float = 7.0
-    seed: int | None = None
-    num_images: int = 1
     base_ratio: float | None = None
-    output_type: str = "pil"
 
 
 def slot_prompts(scene: Scene) -> tuple[list[str], list[str]]:
@@ -79,10 +72,8 @@ def _check_inputs(pipe, scene: Scene, config: RegionalConfig) -> tuple[float, tu
     """Reject bad arguments; return the base ratio to use and the latent ``(height, width)``."""
     if not isinstance(scene, Scene):
         raise TypeError(f"scene must be a scenecraft Scene, got {type(scene).__name__}")
-    for part in ("unet", "vae", "tokenizer", "encode_prompt"):
-        if not hasattr(pipe, part):
-            raise TypeError(f"pipe must be a diffusers Stable Diffusion (1.x/2.x/XL) pipeline; it has no {part!r}")
-    check_common_settings(config.num_inference_steps, config.guidance_scale, config.num_images, config.seed)
+    check_pipeline(pipe)
+    config.check()
     base_ratio = scene.base_ratio if config.base_ratio is None else config.base_ratio
     if not isinstance(base_ratio, (int, float)) or not math.isfinite(base_ratio) or not 0 <= base_ratio <= 1:
         raise ValueError(f"base_ratio must lie in [0, 1], got {base_ratio!r}")
@@ -94,7 +85,7 @@ def generate_regional(
     scene: Scene,
     config: RegionalConfig | None = None,
     *,
-    on_step: StepCallback | None = None,
+    on_step: ProgressCallback | None = None,
 ) -> GenerationResult:
     """Generate ``scene`` with RPG's regional cross-attention on a diffusers SD/SDXL pipeline.
 
@@ -105,45 +96,27 @@ def generate_regional(
         on_step: called as ``on_step(done, total)`` after every denoising step (progress bars).
     """
     config = config or RegionalConfig()
-    base_ratio, (latent_height, latent_width) = _check_inputs(pipe, scene, config)
-    seed, generator = resolve_seed(config.seed)
+    base_ratio, latent_hw = _check_inputs(pipe, scene, config)
+    seed = resolve_seed(config.seed, config.num_images)
+    generators = image_generators(seed, config.num_images)
 
     prompts, negatives = slot_prompts(scene)
     slots = PromptEncoder(pipe, pipe._execution_device).encode_slots(prompts, negatives)
+    text = conditioning(pipe, slots.cond, slots.uncond, slots.pooled, slots.negative_pooled, scene.height, scene.width)
     layout = SlotLayout(
         spans=slots.spans,
         coefficients=lambda h, w: slot_coefficients(scene, base_ratio, h, w),
-        latent_height=latent_height,
-        latent_width=latent_width,
+        latent_height=latent_hw[0],
+        latent_width=latent_hw[1],
     )
-
-    call_kwargs = dict(
-        prompt_embeds=slots.cond,
-        negative_prompt_embeds=slots.uncond,
-        height=scene.height,
-        width=scene.width,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        num_images_per_prompt=config.num_images,
-        generator=generator,
-        output_type=config.output_type,
-    )
-    if slots.pooled is not None:
-        call_kwargs.update(pooled_prompt_embeds=slots.pooled, negative_pooled_prompt_embeds=slots.negative_pooled)
-    if on_step is not None:
-        total = config.num_inference_steps
-
-        def report_step(_pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
-            on_step(step + 1, total)
-            return callback_kwargs
-
-        call_kwargs["callback_on_step_end"] = report_step
-
+    run = partial(generate_latents, pipe, text.repeat(config.num_images), config, generators, latent_hw, on_step=on_step)
     if len(slots.spans) == 1:  # nothing regional: the plain pipeline on the base prompt
-        images = pipe(**call_kwargs).images
+        latents = run()
     else:
         with installed_cross_attention_processors(pipe.unet, RegionalAttnProcessor(layout)):
-            images = pipe(**call_kwargs).images
+            latents = run()
+    images = decode_latents(pipe, latents, config.output_type, tiled=config.tiled_decode, generators=generators)
 
     settings = asdict(config) | {"seed": seed, "base_ratio": base_ratio, "scheduler": type(pipe.scheduler).__name__}
-    return GenerationResult(images=list(images), seed=seed, scene=scene, method="regional", settings=settings)
+    return GenerationResult(images=list(images), seed=seed, scene=scene, method="regional", settings=settings,
+                            seeds=[seed + i for i in range(config.num_images)])

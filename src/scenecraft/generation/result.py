@@ -26,6 +26,7 @@ class GenerationResult:
         scene: the scene that was generated.
         method: the method's name, e.g. ``"regional"``.
         settings: the method's knobs as used (steps, guidance, ...), JSON-serialisable.
+        seeds: the seed of each image (``seed + i``): a 1-image call with ``seeds[i]`` gives image ``i``.
     """
 
     images: list[Any]
@@ -33,13 +34,18 @@ class GenerationResult:
     scene: Scene
     method: str
     settings: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+
+    def image_settings(self, index: int) -> dict[str, Any]:
+        """The settings that regenerate image ``index`` alone: its own seed, one image."""
+        return self.settings | {"seed": self.seeds[index] if self.seeds else self.seed, "num_images": 1}
 
 
-def resolve_seed(seed: int | None) -> tuple[int, torch.Generator]:
-    """Use ``seed`` or draw one; return it with a CPU generator (the same noise on every device)."""
+def resolve_seed(seed: int | None, num_images: int = 1) -> int:
+    """``seed``, or one drawn at random that leaves room for ``seed + num_images - 1``."""
     if seed is None:
-        seed = secrets.randbelow(MAX_SEED + 1)
-    return seed, torch.Generator(device="cpu").manual_seed(seed)
+        seed = secrets.randbelow(MAX_SEED + 2 - num_images)
+    return seed
 
 
 def check_common_settings(num_inference_steps: int, guidance_scale: float, num_images: int, seed: int | None) -> None:
