@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_pipeline", "default_model", "recommended_settings", "pick_device", "pick_dtype", "detect_family",
+__all__ = ["load_pipeline", "default_model", "recommended_settings", "method_settings", "pick_device", "pick_dtype", "detect_family",
            "is_gligen_model", "ModelLoadError"]
 
 TOYWORLD = "toyworld"
@@ -33,19 +33,30 @@ def default_model() -> str:
     return TOYWORLD
 
 
+def _settings_file(model: str | Path) -> dict:
+    path = toyworld_path() if str(model) == TOYWORLD else Path(str(model)).expanduser()
+    file = path / SETTINGS_FILE
+    return json.loads(file.read_text(encoding="utf-8")) if path.is_dir() and file.is_file() else {}
+
+
+def method_settings(model: str | Path, method: str) -> dict:
+    """Settings of ``method``'s config that a model folder's ``scenecraft.json`` recommends (``{}`` if none).
+
+    The file's ``"methods"`` object maps a method name to config fields, e.g. the toy-world model's
+    attention layers for LMD (its UNet is smaller than the one LMD's defaults name).
+    """
+    settings = _settings_file(model).get("methods", {}).get(method, {})
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+
+
 def recommended_settings(model: str | Path) -> dict[str, float]:
     """Sampling settings a model works best with: ``num_inference_steps`` and ``guidance_scale``.
 
     Read from the model folder's ``scenecraft.json`` when it has one (the shipped toy-world model's
     says 20 steps and guidance 3, as measured); otherwise Stable Diffusion's usual 30 steps and 7.
     """
-    path = toyworld_path() if str(model) == TOYWORLD else Path(str(model)).expanduser()
-    settings = dict(_DEFAULT_SETTINGS)
-    file = path / SETTINGS_FILE
-    if path.is_dir() and file.is_file():
-        stored = json.loads(file.read_text(encoding="utf-8"))
-        settings.update({key: stored[key] for key in _DEFAULT_SETTINGS if key in stored})
-    return settings
+    stored = _settings_file(model)
+    return dict(_DEFAULT_SETTINGS) | {key: stored[key] for key in _DEFAULT_SETTINGS if key in stored}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
