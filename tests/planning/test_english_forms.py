@@ -201,6 +201,22 @@ def test_a_split_keeps_every_stated_relation(prompt, relations):
                     assert a[k] < b[k], (prompt, layout, first, second)
 
 
+@pytest.mark.parametrize("prompt, where", [
+    ("a red circle in the top left corner", (0, 0)), ("a cat at the bottom", (None, 1)),
+    ("a bird at the top and a fish on the right", None),
+])
+def test_a_split_keeps_positions_with_filler_cells_and_rows(prompt, where):
+    scene = plan_offline(prompt, layout="split")
+    assert scene.split is not None and scene.notes == ()
+    if where is None:
+        (_, bird_y), (fish_x, _) = centres(scene, "a bird")[0], centres(scene, "a fish")[0]
+        assert bird_y < 0.5 < fish_x
+        return
+    (x, y), = [c for r in scene.regions if r.prompt != "empty background" for c in centres(scene, r.prompt)]
+    for value, side in zip((x, y), where):
+        assert side is None or (value < 0.5 if side == 0 else value > 0.5)
+
+
 @pytest.mark.parametrize("prompt, inner, outer", [
     ("a bird in a cage", "a bird", "a cage"),
     ("a red ball inside a blue box, next to a chair", "a red ball", "a blue box"),

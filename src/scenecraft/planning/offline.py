@@ -71,7 +71,7 @@ def scene_from_parsed(parsed: ParsedPrompt, *, layout: str = "boxes", width: int
     if layout == "boxes":
         return boxes
     checks = _checks(parsed, owners)
-    split, cells = boxes_to_split(rects, above=[(a, b) for kind, a, b in checks if kind == "above"])
+    split, cells = boxes_to_split(rects, above=_above_pairs(checks, rects))
     filler = common["background_prompt"] or "empty background"
     prompts = [filler if k is None else captions[k] for k in cells]
     scene = Scene.from_split(parsed.prompt, split, prompts, **{k: v for k, v in common.items() if k != "prompt"})
@@ -102,6 +102,18 @@ def _checks(parsed: ParsedPrompt, owners: list[int]) -> list[Check]:
             if where is not None:
                 checks += [(axis, a, _THIRDS[where]) for a in instances.get(i, ())]
     return checks
+
+
+def _above_pairs(checks: list[Check], rects: list[Rect]) -> list[tuple[int, int]]:
+    """Box pairs (upper, lower) that need rows of their own: stated "above" relations, and a box
+    placed at the top (bottom) over (under) every box whose centre is lower (higher)."""
+    pairs = [(a, b) for kind, a, b in checks if kind == "above"]
+    centre = [(y0 + y1) / 2 for _, y0, _, y1 in rects]
+    for kind, a, where in checks:
+        if kind == "abs-v" and where != 1:
+            others = [j for j in range(len(rects)) if (centre[j] - centre[a]) * (where - 1) < 0]
+            pairs += [(a, j) if where == 0 else (j, a) for j in others]
+    return pairs
 
 
 _THIRDS = {"left": 0, "top": 0, "center": 1, "right": 2, "bottom": 2}
