@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..scene import Box, Scene
 
-__all__ = ["FORM_CAUSES", "FORMS_SUITE", "FormSpec", "score_form"]
+__all__ = ["FORMS_SUITE", "FORM_CAUSES", "FormSpec", "score_form"]
 
 FORM_CAUSES = ("exclusivity", "counted-list", "shared-attributes", "no-x-only-y", "split-relations",
                "plural-nouns")

@@ -11,5 +11,6 @@ from .templates import TEMPLATE_VERSION
 
 __all__ = [
     "DEFAULT_LAYOUT", "LAYOUTS", "TEMPLATE_VERSION", "BackendError", "BackendSpecError", "PlanError",
-    "PlanParseError", "PlanReadError", "PlanValidationError", "plan_offline", "plan_scene", "read_json_scene", "read_lmd", "read_rpg",
+    "PlanParseError", "PlanReadError", "PlanValidationError", "plan_offline", "plan_scene", "read_json_scene",
+    "read_lmd", "read_rpg",
 ]

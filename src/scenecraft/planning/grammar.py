@@ -6,6 +6,14 @@ such as "from left to right", negations such as "without") are matched longest-f
 between them are noun phrases. A noun phrase is ``[count] [determiner] [modifiers...] head
 [of complement]``: the modifiers (colours and other adjectives) stay bound to their own head noun.
 
+Above the noun phrase, the reader knows a few clause forms: exclusivity ("only", "by itself",
+"and nothing else") names no object and ends a negation ("no cats, only a dog"); a list after a
+colon, dash or parenthesis (after a comma only for a category noun: "three animals, a cat, ...")
+spells out the counted noun before it; a phrase of attributes after a noun ("both blue", "two of
+them black", "the rest white") describes its instances; nouns plural in form ("scissors") are one
+object, a pair. Readings chosen where the prompt is ambiguous go to ``ParsedPrompt.notes``; what
+cannot be drawn raises :class:`PlanReadError` quoting the words.
+
 See ``docs/planning.md`` for the grammar in full.
 """
 

@@ -310,10 +310,10 @@ def boxes_to_split(instances: list[Rect], *, gap: float = 0.35,
     Boxes whose vertical extents overlap (transitively) form one row band, except that boxes
     ``above`` says are one above the other (pairs of box indices, upper first) always get rows of
     their own; rows are cut halfway between bands, columns halfway between neighbouring boxes of a
-    band (ordered by centre). Where
-    a band leaves more than ``gap`` (default 0.35) of the width empty on its left or right, a filler
-    cell (``None``: the background) keeps the boxes on their side, so "a dog on the right" stays on
-    the right; a filler row does the same above or below all the boxes. With no boxes the split is ``"1"`` with one filler cell.
+    band (ordered by centre). Where a band leaves more than ``gap`` (default 0.35) of the width
+    empty on its left or right, a filler cell (``None``: the background) keeps the boxes on their
+    side, so "a dog on the right" stays on the right; a filler row does the same above or below all
+    the boxes. With no boxes the split is ``"1"`` with one filler cell.
     """
     if not instances:
         return "1", [None]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "CATEGORY_NOUNS", "COLOURS", "MASS_PLURALS", "NUMBER_WORDS", "PAIR_NOUNS", "SETTINGS", "STYLE_NOUNS", "a_or_an", "pluralize", "singularize",
+    "CATEGORY_NOUNS", "COLOURS", "MASS_PLURALS", "NUMBER_WORDS", "PAIR_NOUNS", "SETTINGS", "STYLE_NOUNS", "a_or_an",
+    "pluralize", "singularize",
 ]
 
 COLOURS = frozenset({
