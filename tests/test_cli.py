@@ -105,3 +105,38 @@ def test_readme_demo_draws_what_it_says_with_the_shipped_toy_world(tmp_path):
     detected = score_image(np.asarray(Image.open(out).convert("RGB")))
     assert sorted((d.color, d.shape) for d in detected) == [("purple", "square"), ("yellow", "triangle")]
     assert relation(detected, ("yellow", "triangle"), "above", ("purple", "square"))
+
+
+def test_method_layout_with_settings_records_method_config_and_each_images_seed(tmp_path, tiny_model):
+    from scenecraft.imagefile import read_generation
+
+    out = tmp_path / "lmd.png"
+    result = run("generate", "a cat and a dog", "--region", "a cat", "--region", "a dog", "--method", "layout",
+                 "--model", tiny_model, "--steps", "4", "--width", "64", "--height", "64", "--seed", "11", "-n", "2",
+                 "--set", "frozen_step_ratio=0.25", "--set", "mask_source=box", "--out", out)
+    assert result.exit_code == 0, result.output
+    first, second = read_generation(tmp_path / "lmd-0.png"), read_generation(tmp_path / "lmd-1.png")
+    assert first["method"] == "layout" and first["config"]["frozen_step_ratio"] == 0.25
+    assert (first["seed"], second["seed"]) == (11, 12) and second["config"]["num_images"] == 1
+    _, parameters = read_png_metadata(tmp_path / "lmd-1.png")
+    assert "Seed: 12" in parameters and "Method: layout" in parameters
+    # Image 1 regenerated alone from its record.
+    again = tmp_path / "again.png"
+    assert run("generate", "a cat and a dog", "--region", "a cat", "--region", "a dog", "--method", "layout",
+               "--model", tiny_model, "--steps", "4", "--width", "64", "--height", "64", "--seed", "12",
+               "--set", "frozen_step_ratio=0.25", "--set", "mask_source=box", "--out", again).exit_code == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(tmp_path / "lmd-1.png")))
+    assert '"method": "layout"' in run("show", again).output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope"], "unknown method 'nope'"),
+    (["--method", "layout", "--set", "frozen=1"], "layout has no setting frozen"),
+    (["--method", "layout", "--set", "noequals"], "must look like key=value"),
+    (["--method", "layout", "--base-ratio", "0.5"], "--base-ratio is a setting of method regional"),
+    (["--method", "layout+"], "method layout+ runs on sd-gligen pipelines (a GLIGEN UNet"),
+])
+def test_method_errors_are_one_sentence(args, message, tmp_path, tiny_model):
+    result = run("generate", "a cat", "--region", "a cat", "--model", tiny_model, "--steps", "1", "--width", "64",
+                 "--height", "64", *args, "--out", tmp_path / "x.png")
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output

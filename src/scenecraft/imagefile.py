@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,10 @@ from PIL import Image, PngImagePlugin
 
 from .scene import Scene
 
-__all__ = ["save_png", "read_png_metadata", "a1111_parameters"]
+__all__ = ["save_png", "read_png_metadata", "read_generation", "a1111_parameters", "generation_record"]
 
 SCENE_KEY = "scenecraft.scene"
+GENERATION_KEY = "scenecraft.generation"
 PARAMETERS_KEY = "parameters"
 
 
@@ -34,15 +36,31 @@ def a1111_parameters(scene: Scene, settings: dict[str, Any], model: str, method:
     return f"{prompt}\nNegative prompt: {scene.negative_prompt}\n{tail}"
 
 
-def save_png(image: Image.Image, path: str | Path, scene: Scene, parameters: str) -> Path:
-    """Write ``image`` to ``path`` with the scene JSON and the parameters text as PNG text chunks."""
+def generation_record(method: str, model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The machine-readable record of one image: method, model and the full config that regenerates it."""
+    return {"method": method, "model": model, "seed": settings.get("seed"), "config": settings}
+
+
+def save_png(image: Image.Image, path: str | Path, scene: Scene, parameters: str,
+             generation: dict[str, Any] | None = None) -> Path:
+    """Write ``image`` to ``path`` with the scene JSON, the parameters text and (if given) the
+    generation record as PNG text chunks."""
     info = PngImagePlugin.PngInfo()
     info.add_itxt(SCENE_KEY, scene.to_json(indent=None))
     info.add_itxt(PARAMETERS_KEY, parameters)
+    if generation is not None:
+        info.add_itxt(GENERATION_KEY, json.dumps(generation, sort_keys=True))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG", pnginfo=info)
     return path
+
+
+def read_generation(path: str | Path) -> dict[str, Any] | None:
+    """The generation record stored in a PNG (method, model, seed, config), or ``None``."""
+    with Image.open(path) as image:
+        text = dict(getattr(image, "text", {}) or {})
+    return json.loads(text[GENERATION_KEY]) if GENERATION_KEY in text else None
 
 
 def read_png_metadata(path: str | Path) -> tuple[Scene | None, str | None]:

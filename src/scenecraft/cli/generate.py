@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -65,47 +66,69 @@ def generate(
     llm: Annotated[Optional[str], typer.Option(help="LLM backend for planning, e.g. openai:gpt-4o (default: offline planner).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Hub id, diffusers folder, .safetensors/.ckpt file, or 'toyworld' (the shipped model, default).")] = None,
     model_config: Annotated[Optional[str], typer.Option(help="Config folder for single-file checkpoints offline.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default 30; 20 for the toy-world model).")] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default 7; 3 for the toy-world model).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's recommendation, else the method's: 30 regional, 50 layout).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: the model's recommendation, else the method's: 7 regional, 7.5 layout).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; drawn and recorded when omitted.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the scene's, else the model's).")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the scene's, else the model's).")] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to generate.")] = 1,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to generate (image i uses seed + i).")] = 1,
+    method: Annotated[str, typer.Option(help="Generation method: regional (RPG), layout (LMD) or layout+ (LMD+ on a GLIGEN model).")] = "regional",
+    setting: Annotated[Optional[list[str]], typer.Option("--set", help="A method setting KEY=VALUE (JSON value), e.g. --set frozen_step_ratio=0.4; repeatable.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, mps... (default: the best available).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output PNG (default scenecraft-SEED.png).")] = None,
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
-    from ..generation import RegionalConfig, generate_regional, load_pipeline
-    from ..generation.loading import ModelLoadError, default_model, recommended_settings
-    from ..imagefile import a1111_parameters, save_png
+    from ..generation import load_pipeline
+    from ..generation.loading import ModelLoadError, default_model
+    from ..generation.methods import generate as run_method
 
     quiet_libraries()
     model = model or default_model()
-    recommended = recommended_settings(model)
-    steps = steps if steps is not None else int(recommended["num_inference_steps"])
-    guidance = guidance if guidance is not None else recommended["guidance_scale"]
     try:
+        config = method_config(method, model, setting or [], steps=steps, guidance=guidance, seed=seed,
+                               num_images=num_images, base_ratio=base_ratio)
         with console.status(f"loading {model}"):
             pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
         native = pipe.unet.config.sample_size * pipe.vae_scale_factor
         scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native)
         if negative is not None:
             scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
-        config = RegionalConfig(
-            num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images, base_ratio=base_ratio
-        )
         with progress_bar(console) as progress:
-            task = progress.add_task("denoising", total=steps)
-            result = generate_regional(pipe, scene, config, on_step=lambda done, _: progress.update(task, completed=done))
-    except (SceneError, ModelLoadError, ValueError) as error:
+            task = progress.add_task(f"{method}", total=None)
+            result = run_method(pipe, scene, config, method=method,
+                                on_step=lambda done, total: progress.update(task, completed=done, total=total))
+    except (SceneError, ModelLoadError, ValueError, TypeError) as error:
         raise fail(str(error)) from None
-
-    parameters = a1111_parameters(result.scene, result.settings, model, result.method)
-    for path in _output_paths(out, result.seed, len(result.images)):
-        save_png(result.images.pop(0), path, result.scene, parameters)
-        typer.echo(str(path))
+    _save_all(result, model, out)
     console.print(f"seed {result.seed}")
+
+
+def method_config(method: str, model: str, settings: list[str], **flags):
+    """The method's config: its defaults, then the model's recommendations, then ``--set``, then the flags."""
+    from ..generation.loading import method_settings, recommended_settings
+    from ..generation.methods import get_method, make_config, parse_setting
+
+    get_method(method)
+    values = dict(recommended_settings(model)) | method_settings(model, method)
+    values |= dict(parse_setting(text) for text in settings)
+    names = {"steps": "num_inference_steps", "guidance": "guidance_scale"}
+    given = {names.get(key, key): value for key, value in flags.items() if value is not None}
+    if "base_ratio" in given and method != "regional":
+        raise ValueError(f"--base-ratio is a setting of method regional, not {method}")
+    config = make_config(method, values | given)
+    config.check()
+    return config
+
+
+def _save_all(result, model: str, out: Path | None) -> None:
+    from ..imagefile import a1111_parameters, generation_record, save_png
+
+    for index, path in enumerate(_output_paths(out, result.seed, len(result.images))):
+        settings = result.image_settings(index)
+        save_png(result.images[index], path, result.scene, a1111_parameters(result.scene, settings, model, result.method),
+                 generation_record(result.method, model, settings))
+        typer.echo(str(path))
 
 
 def _output_paths(out: Path | None, seed: int, count: int) -> list[Path]:
@@ -118,7 +141,7 @@ def _output_paths(out: Path | None, seed: int, count: int) -> list[Path]:
 @app.command()
 def show(image: Annotated[Path, typer.Argument(help="A PNG written by scenecraft.", exists=True, dir_okay=False)]) -> None:
     """Print the scene JSON and the generation parameters stored in a PNG."""
-    from ..imagefile import read_png_metadata
+    from ..imagefile import read_generation, read_png_metadata
 
     try:
         scene, parameters = read_png_metadata(image)
@@ -130,3 +153,6 @@ def show(image: Annotated[Path, typer.Argument(help="A PNG written by scenecraft
         typer.echo(parameters)
     if scene is not None:
         typer.echo(scene.to_json())
+    generation = read_generation(image)
+    if generation is not None:
+        typer.echo(json.dumps(generation, indent=2, sort_keys=True))

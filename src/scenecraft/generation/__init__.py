@@ -1,7 +1,13 @@
-"""Scene -> image on a diffusers pipeline: one module per method, plus shared attention and latent helpers."""
+"""Scene -> image on a diffusers pipeline: a sampling core, one module per method, one registry of methods."""
 
+from .layout import LayoutConfig, LayoutPlusConfig, generate_layout, generate_layout_plus
 from .loading import load_pipeline
+from .methods import METHODS, generate, get_method
 from .regional import RegionalConfig, generate_regional
 from .result import GenerationResult
+from .sampling import SamplingConfig
 
-__all__ = ["GenerationResult", "RegionalConfig", "generate_regional", "load_pipeline"]
+__all__ = [
+    "GenerationResult", "LayoutConfig", "LayoutPlusConfig", "METHODS", "RegionalConfig", "SamplingConfig", "generate",
+    "generate_layout", "generate_layout_plus", "generate_regional", "get_method", "load_pipeline",
+]

@@ -14,7 +14,6 @@ __all__ = ["load_pipeline", "default_model", "recommended_settings", "method_set
 TOYWORLD = "toyworld"
 # A model folder may carry the sampling settings it works best with (the shipped toy-world model does).
 SETTINGS_FILE = "scenecraft.json"
-_DEFAULT_SETTINGS = {"num_inference_steps": 30, "guidance_scale": 7.0}
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 # A key prefix that only SDXL single-file checkpoints carry (its second text encoder).
 _SDXL_KEY = "conditioner.embedders.1.model."
@@ -50,13 +49,13 @@ def method_settings(model: str | Path, method: str) -> dict:
 
 
 def recommended_settings(model: str | Path) -> dict[str, float]:
-    """Sampling settings a model works best with: ``num_inference_steps`` and ``guidance_scale``.
+    """``num_inference_steps`` / ``guidance_scale`` a model folder's ``scenecraft.json`` recommends.
 
-    Read from the model folder's ``scenecraft.json`` when it has one (the shipped toy-world model's
-    says 20 steps and guidance 3, as measured); otherwise Stable Diffusion's usual 30 steps and 7.
+    The shipped toy-world model's says 20 steps and guidance 3, as measured; a model without the
+    file recommends nothing (``{}``), and each method's own defaults apply.
     """
     stored = _settings_file(model)
-    return dict(_DEFAULT_SETTINGS) | {key: stored[key] for key in _DEFAULT_SETTINGS if key in stored}
+    return {key: stored[key] for key in ("num_inference_steps", "guidance_scale") if key in stored}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -91,5 +91,6 @@ def generate(pipe, scene: Scene, config: SamplingConfig | None = None, *, method
         raise TypeError(f"method {method!r} takes a {chosen.config.__name__}, got {type(config).__name__}")
     family = pipeline_family(pipe)
     if family not in chosen.families:
-        raise ValueError(f"method {method!r} runs on {', '.join(chosen.families)} pipelines; this one is {family}")
+        hint = " (a GLIGEN UNet, e.g. the LMD authors' longlian/lmd_plus)" if chosen.families == ("sd-gligen",) else ""
+        raise ValueError(f"method {method} runs on {', '.join(chosen.families)} pipelines{hint}; this one is {family}")
     return chosen.run(pipe, scene, config, on_step=on_step)
