@@ -94,11 +94,11 @@ def test_cli_quick_suite_runs_on_the_shipped_model(tmp_path):
     from scenecraft.cli import app
 
     sheet = tmp_path / "sheet.png"
-    result = CliRunner().invoke(app, ["bench", "toyworld", "--quick", "--json", "--methods", "plain,regional-split",
+    result = CliRunner().invoke(app, ["bench", "toyworld", "--quick", "--json", "--methods", "plain,regional-split,layout-fast",
                                       "--steps", "8", "--sheet", str(sheet)])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index("{"):])
-    assert set(payload["methods"]) == {"plain", "regional-split"} and payload["seeds"] == 1
+    assert set(payload["methods"]) == {"plain", "regional-split", "layout-fast"} and payload["seeds"] == 1
     for report in payload["methods"].values():
         assert set(report["accuracy"]) == {*CATEGORIES, "compositional", "overall"}
         assert all(0 <= v <= 1 for v in report["accuracy"].values()) and report["seconds_per_image"] > 0

@@ -11,32 +11,53 @@ from rich.console import Console
 
 from .app import bench_app, progress_bar, quiet_libraries
 
-METHODS = ("plain", "regional-split", "regional-boxes")
+# A row is a registered method on a planned layout, with settings of its own: (method, planner layout, settings).
+ROWS = {
+    "plain": ("regional", None, {}),
+    "regional-split": ("regional", "split", {}),
+    "regional-boxes": ("regional", "boxes", {}),
+    "layout": ("layout", "boxes", {}),
+    "layout-fast": ("layout", "boxes", {"fast": True}),
+    "layout+": ("layout+", "boxes", {}),
+}
+METHODS = ("plain", "regional-split", "regional-boxes", "layout", "layout-fast")
 
 
-def make_methods(pipe, names: list[str], steps: int, guidance: float, size: int, base_ratio: float | None = None):
-    """``name -> (plan, generate)`` for the benchmark; every method is planned by the offline planner."""
+def make_methods(pipe, names: list[str], steps: int, guidance: float, size: int, base_ratio: float | None = None,
+                 model: str = "toyworld"):
+    """``name -> (plan, generate)`` for the benchmark; every row is planned by the offline planner and run
+    through the method registry, with the model's recommended settings for its method."""
+    unknown = sorted(set(names) - set(ROWS))
+    if unknown:
+        raise typer.BadParameter(f"unknown method(s) {unknown}; available: {', '.join(ROWS)}")
+    return {name: _row(pipe, name, steps, guidance, size, base_ratio, model) for name in names}
+
+
+def _row(pipe, name: str, steps: int, guidance: float, size: int, base_ratio: float | None, model: str):
     import numpy as np
 
-    from ..generation import RegionalConfig, generate_regional
+    from ..generation.loading import method_settings
+    from ..generation.methods import generate, make_config
     from ..planning import plan_scene
     from ..scene import Scene
 
-    def generate(scene: Scene, seed: int) -> np.ndarray:
-        config = RegionalConfig(num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np",
-                                base_ratio=base_ratio)
-        image = generate_regional(pipe, scene, config).images[0]
+    method, planner_layout, extra = ROWS[name]
+    values = method_settings(model, method) | extra | {"num_inference_steps": steps, "guidance_scale": guidance,
+                                                       "output_type": "np"}
+    if method == "regional" and base_ratio is not None:
+        values["base_ratio"] = base_ratio
+
+    def plan(text: str) -> Scene:
+        if planner_layout is None:
+            return Scene(prompt=text, width=size, height=size)
+        return plan_scene(text, layout=planner_layout, width=size, height=size)
+
+    def run(scene: Scene, seed: int) -> np.ndarray:
+        config = make_config(method, values | {"seed": seed})
+        image = generate(pipe, scene, config, method=method).images[0]
         return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
-    planners = {
-        "plain": lambda text: Scene(prompt=text, width=size, height=size),
-        "regional-split": lambda text: plan_scene(text, layout="split", width=size, height=size),
-        "regional-boxes": lambda text: plan_scene(text, layout="boxes", width=size, height=size),
-    }
-    unknown = sorted(set(names) - set(planners))
-    if unknown:
-        raise typer.BadParameter(f"unknown method(s) {unknown}; available: {', '.join(planners)}")
-    return {name: (planners[name], generate) for name in names}
+    return plan, run
 
 
 @bench_app.command("toyworld")
@@ -44,7 +65,7 @@ def bench_toyworld(
     quick: Annotated[bool, typer.Option("--quick", help="The small suite (2 prompts per category, 1 seed) for CI.")] = False,
     prompts: Annotated[Optional[int], typer.Option(help="Prompts per category (default 5; 2 with --quick).")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Seeds per prompt (default 3; 1 with --quick).")] = None,
-    methods: Annotated[str, typer.Option(help=f"Comma-separated methods: {', '.join(METHODS)}.")] = ",".join(METHODS),
+    methods: Annotated[str, typer.Option(help=f"Comma-separated rows: {', '.join(ROWS)} (layout+ needs a GLIGEN model).")] = ",".join(METHODS),
     model: Annotated[str, typer.Option(help="Model (default: the shipped toy-world model).")] = "toyworld",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (3 suits the toy-world model).")] = 3.0,
@@ -68,7 +89,8 @@ def bench_toyworld(
     seed_list = list(range(seeds or (1 if quick else 3)))
     pipe = load_pipeline(model, device="cpu")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    chosen = make_methods(pipe, [m.strip() for m in methods.split(",") if m.strip()], steps, guidance, size, base_ratio)
+    chosen = make_methods(pipe, [m.strip() for m in methods.split(",") if m.strip()], steps, guidance, size, base_ratio,
+                          model)
     suite = build_suite(prompts)
 
     first_seed_images: dict[str, list] = {p.text: [] for p in suite}

@@ -23,6 +23,11 @@ class ModelLoadError(RuntimeError):
     """A model that could not be loaded; the message says what to download or fix."""
 
 
+def clip_tokenizer_path() -> Path:
+    """Folder of the real CLIP BPE tokenizer (vocab.json, merges.txt) shipped with scenecraft."""
+    return Path(str(files("scenecraft") / "assets" / "clip_tokenizer"))
+
+
 def toyworld_path() -> Path:
     return Path(str(files("scenecraft") / "assets" / "toyworld"))
 

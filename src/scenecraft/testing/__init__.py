@@ -24,7 +24,9 @@ GLIGEN_PIPELINE_CLASS = "StableDiffusionGLIGENPipeline"
 
 def clip_tokenizer_path() -> Path:
     """Folder of the real CLIP BPE tokenizer (vocab.json, merges.txt) shipped with scenecraft."""
-    return Path(str(files("scenecraft") / "assets" / "clip_tokenizer"))
+    from ..generation.loading import clip_tokenizer_path as shipped
+
+    return shipped()
 
 
 def load_clip_tokenizer(model_max_length: int = 77):
@@ -47,14 +49,10 @@ def _text_encoder_config(projection_dim: int | None = None, hidden_size: int = 3
 
 
 def _tiny_vae():
-    from diffusers import AutoencoderKL
+    from ..evaluation.bench_layout import small_vae
 
     # Four blocks give SD's 8x down factor; few channels keep it cheap.
-    return AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16), in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1, norm_num_groups=4, sample_size=64,
-    )
+    return small_vae()
 
 
 def _scheduler():
