@@ -17,7 +17,7 @@ step at the first steps of SD's schedule).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 
@@ -225,11 +225,11 @@ def _schedule(config: LayoutConfig) -> _Schedule:
         box_guided, final_guided = min(box_guided, rescaled(5)), min(final_guided, rescaled(5))
         iterations = tuple(min(n, 1) for n in iterations)
     aggregation = rescaled(config.mask_aggregation_start)
+    # Fast mode stops the per-box passes once the composition has its frozen steps and the mask its attention;
+    # SAM needs the finished object.
     needs_full = not config.fast or config.mask_source == "sam"
-    transfer = final_guided if config.ref_ca_loss_weight > 0 else 0
-    box_steps = steps if needs_full else max(frozen, min(transfer, frozen), aggregation + 1, 1)
-    return _Schedule(steps, frozen, box_guided, final_guided, min(box_steps, steps), min(aggregation, box_steps - 1),
-                     iterations)
+    box_steps = steps if needs_full else min(max(frozen, aggregation + 1, 1), steps)
+    return _Schedule(steps, frozen, box_guided, final_guided, box_steps, min(aggregation, box_steps - 1), iterations)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,12 +361,12 @@ class _Guide:
     capture: AttentionCapture
     layers: Sequence[str]
     text: TextConditioning
-    energy: object  # (maps, sample indices, step index) -> (n,) energies
+    energy: Callable[[dict, torch.Tensor, int], torch.Tensor]  # (maps, sample indices, step) -> (n,) energies
     guided_steps: int
     iterations: tuple[int, ...]
     loss_scale: float
     loss_threshold: float
-    cross_attention_kwargs: object = None  # (step index, sample indices) -> kwargs or None
+    cross_attention_kwargs: Callable[[int, torch.Tensor], dict | None] | None = None
     last_loss: torch.Tensor | None = None
 
     def __call__(self, index: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
