@@ -245,3 +245,21 @@ def test_layout_plus_feeds_gligen_the_boxes_for_the_first_steps(gligen_pipe):
 def test_layout_plus_on_a_model_without_gligen_is_a_clear_error(sd_pipe):
     with pytest.raises(ValueError, match="runs on sd-gligen pipelines"):
         generate(sd_pipe, two_boxes(), LayoutPlusConfig(num_inference_steps=2), method="layout+")
+
+
+def test_capturing_attention_does_not_change_the_unet_output(sd_pipe):
+    from scenecraft.generation.guidance import cross_attention_layers
+
+    unet = sd_pipe.unet
+    latents, context = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
+    with torch.no_grad():
+        expected = unet(latents, 500, encoder_hidden_states=context).sample
+        capture = AttentionCapture(cross_attention_layers(unet), (8, 8))
+        with capture.installed(unet), capture.capturing(lambda layer, probs: probs) as maps:
+            captured = unet(latents, 500, encoder_hidden_states=context).sample
+    torch.testing.assert_close(captured, expected, rtol=0, atol=1e-5)
+    assert set(maps) == set(capture.layers)
+    for layer, probs in maps.items():
+        heads = unet.get_submodule(layer).heads
+        assert probs.shape[:2] == (2, heads) and probs.shape[-1] == 77
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]))

@@ -81,6 +81,31 @@ class SlotLayout:
         return plans
 
 
+def attention_input(attn: Attention, hidden_states: torch.Tensor, temb: torch.Tensor | None):
+    """The preamble diffusers' processors share: spatial norm, ``(B, C, H, W) -> (B, HW, C)``, group norm.
+
+    Returns the prepared states and ``finish(out)``, which undoes the reshape of the projected output,
+    adds the residual and applies the output rescale, as ``AttnProcessor2_0`` does.
+    """
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim, shape = hidden_states.ndim, hidden_states.shape
+    if input_ndim == 4:
+        hidden_states = hidden_states.view(shape[0], shape[1], shape[2] * shape[3]).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+    def finish(out: torch.Tensor) -> torch.Tensor:
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    return hidden_states, finish
+
+
 class RegionalAttnProcessor:
     """Cross-attention processor that attends each pixel to its own region's prompt slot.
 
@@ -112,17 +137,8 @@ class RegionalAttnProcessor:
                 f"got {encoder_hidden_states.shape[1]}"
             )
 
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        hidden_states, finish = attention_input(attn, hidden_states, temb)
         batch_size = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
         query = attn.to_q(hidden_states)
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
@@ -137,11 +153,7 @@ class RegionalAttnProcessor:
         hidden_states = hidden_states.to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return finish(hidden_states)
 
     def _mix_slots(self, attn: Attention, query: torch.Tensor, context: torch.Tensor, head_dim: int) -> torch.Tensor:
         batch_size, _, num_pixels, _ = query.shape

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+from .attention import attention_input
 from .latents import token_grid
 
 __all__ = ["AttentionCapture", "EnoughAttention", "box_mask", "phrase_energy", "transfer_energy", "REFERENCE_HEADS",
@@ -157,29 +158,16 @@ class _CaptureProcessor:
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args, **kwargs):
         if self.capture.keep is None or encoder_hidden_states is None:
             return self._plain(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states, finish = attention_input(attn, hidden_states, temb)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         context = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
         key = attn.head_to_batch_dim(attn.to_k(context))
         value = attn.head_to_batch_dim(attn.to_v(context))
         probs = attn.get_attention_scores(query, key, None)
         out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            out = out + residual
-        self.capture.store(self.name, probs.view(batch, attn.heads, *probs.shape[1:]))
-        return out / attn.rescale_output_factor
+        out = finish(attn.to_out[1](attn.to_out[0](out)))
+        self.capture.store(self.name, probs.view(hidden_states.shape[0], attn.heads, *probs.shape[1:]))
+        return out
 
 
 def box_mask(box: Sequence[float], height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
