@@ -107,6 +107,22 @@ def test_readme_demo_draws_what_it_says_with_the_shipped_toy_world(tmp_path):
     assert relation(detected, ("yellow", "triangle"), "above", ("purple", "square"))
 
 
+def test_readme_layout_figure_four_circles_where_rpg_draws_one(tmp_path):
+    from scenecraft.imagefile import read_generation
+    from scenecraft.toyworld.score import count, score_image
+
+    drawn = {}
+    for method in ("regional", "layout"):
+        out = tmp_path / f"{method}.png"
+        result = run("generate", "four red circles", "--method", method, "--seed", "0", "--out", out)
+        assert result.exit_code == 0, result.output
+        drawn[method] = score_image(np.asarray(Image.open(out).convert("RGB")))
+    # The model's scenecraft.json settings for LMD reach the config through the CLI.
+    assert read_generation(out)["config"]["frozen_step_ratio"] == 1.0
+    assert len(drawn["layout"]) == 4 and count(drawn["layout"], "red", "circle") == 4
+    assert len(drawn["regional"]) == 1
+
+
 def test_method_layout_with_settings_records_method_config_and_each_images_seed(tmp_path, tiny_model):
     from scenecraft.imagefile import read_generation
 

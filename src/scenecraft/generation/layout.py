@@ -85,8 +85,10 @@ class LayoutConfig(SamplingConfig):
         mask_layers: layers the mask is read from, by name or prefix (None: ``down_blocks.2.attentions.1``,
             LMD's, else the last down-block cross-attention).
         fast: trade accuracy for time (False): per-box passes stop at the last step the composition
-            needs, ``frozen_step_ratio`` becomes at most 0.3, and both passes are guided for the first
-            5 of 50 steps with one iteration each.
+            needs, ``frozen_step_ratio`` becomes at most ``fast_frozen_step_ratio``, and both passes are
+            guided for the first ``fast_guided_steps`` of 50 steps with one iteration each.
+        fast_frozen_step_ratio: the frozen share in fast mode, at most (0.3).
+        fast_guided_steps: guided steps of 50 in fast mode (5).
     """
 
     num_inference_steps: int = 50
@@ -117,10 +119,13 @@ class LayoutConfig(SamplingConfig):
     guidance_layers: tuple[str, ...] | None = None
     mask_layers: tuple[str, ...] | None = None
     fast: bool = False
+    fast_frozen_step_ratio: float = 0.3
+    fast_guided_steps: int = 5
 
     def check(self) -> None:
         super().check()
-        for name in ("frozen_step_ratio", "fg_top_p", "bg_top_p", "fg_blending_ratio", "mask_threshold", "floor_padding"):
+        for name in ("frozen_step_ratio", "fast_frozen_step_ratio", "fg_top_p", "bg_top_p", "fg_blending_ratio",
+                     "mask_threshold", "floor_padding"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
@@ -218,11 +223,14 @@ def _schedule(config: LayoutConfig) -> _Schedule:
         return min(steps, round(value * scale))
 
     iterations = tuple(config.max_iter[min(int(i / scale), len(config.max_iter) - 1)] for i in range(steps))
-    frozen_ratio = min(config.frozen_step_ratio, 0.3) if config.fast else config.frozen_step_ratio
+    frozen_ratio = config.frozen_step_ratio
+    if config.fast:
+        frozen_ratio = min(frozen_ratio, config.fast_frozen_step_ratio)
     frozen = int(steps * frozen_ratio)
     box_guided, final_guided = rescaled(config.max_index_step), rescaled(config.final_max_index_step)
     if config.fast:
-        box_guided, final_guided = min(box_guided, rescaled(5)), min(final_guided, rescaled(5))
+        guided = rescaled(config.fast_guided_steps)
+        box_guided, final_guided = min(box_guided, guided), min(final_guided, guided)
         iterations = tuple(min(n, 1) for n in iterations)
     aggregation = rescaled(config.mask_aggregation_start)
     # Fast mode stops the per-box passes once the composition has its frozen steps and the mask its attention;
