@@ -31,7 +31,7 @@ def bench_layout(
         torch.set_num_threads(threads)
     counts = tuple(int(k) for k in boxes.split(","))
     with progress_bar(Console(stderr=True)) as progress:
-        task = progress.add_task("timing", total=3 * len(counts))
+        task = progress.add_task("timing", total=3 * len(counts))  # the second plain call is not counted
         pipe = bench_pipeline(json.loads(unet_config.read_text()) if unet_config else None)
         rows = run_layout_benchmark(counts, steps=steps, size=size, pipe=pipe,
                                     on_call=lambda count, name: progress.update(task, advance=1,
