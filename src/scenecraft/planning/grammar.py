@@ -14,7 +14,7 @@ them black", "the rest white") describes its instances; nouns plural in form ("s
 object, a pair. Readings chosen where the prompt is ambiguous go to ``ParsedPrompt.notes``; what
 cannot be drawn raises :class:`PlanReadError` quoting the words.
 
-See ``docs/planning.md`` for the grammar in full.
+The README's "The offline planner's grammar" gives the grammar in full.
 """
 
 from __future__ import annotations
