@@ -5,7 +5,7 @@ the same as with trained ones), a small CLIP text encoder of SD 1.5's width (768
 kit's small 8x VAE, so the UNet dominates as it does at full size. For every box count the plain
 call is timed before and after the layout calls and averaged, so slow drift in the load from other
 processes cancels.
-Peak memory is the peak resident set size during the call (CPU) or the peak allocated CUDA memory.
+Peak memory is the peak allocated accelerator memory, or on the CPU the peak resident set size.
 """
 
 from __future__ import annotations
@@ -89,14 +89,17 @@ def grid_boxes(count: int) -> list[Box]:
 
 
 class _PeakMemory:
-    """Peak resident memory (CPU, sampled every 5 ms) or peak allocated CUDA memory during a block, in MB."""
+    """Peak allocated memory of an accelerator with memory stats (CUDA, XPU...), else peak resident
+    memory (sampled every 5 ms), during a block, in MB."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak, self._stop = device, 0.0, threading.Event()
+        backend = getattr(torch, device.type, None)
+        self.stats = backend if hasattr(backend, "max_memory_allocated") and device.type != "cpu" else None
 
     def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.stats is not None:
+            self.stats.reset_peak_memory_stats(self.device)
             return self
         self.base = _rss_mb()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -108,8 +111,8 @@ class _PeakMemory:
             self.peak = max(self.peak, _rss_mb() - self.base)
 
     def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.stats is not None:
+            self.peak = self.stats.max_memory_allocated(self.device) / 2**20
             return
         self._stop.set()
         self._thread.join()
