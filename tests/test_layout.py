@@ -263,3 +263,17 @@ def test_capturing_attention_does_not_change_the_unet_output(sd_pipe):
         heads = unet.get_submodule(layer).heads
         assert probs.shape[:2] == (2, heads) and probs.shape[-1] == 77
         torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]))
+
+
+def test_seeds_reproduce_with_an_ancestral_scheduler(sd_pipe):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    original = sd_pipe.scheduler
+    sd_pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(original.config)
+    try:
+        first, again = images(sd_pipe, two_boxes()), images(sd_pipe, two_boxes())
+        other = images(sd_pipe, two_boxes(), seed=4)
+    finally:
+        sd_pipe.scheduler = original
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-3

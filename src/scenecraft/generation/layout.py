@@ -649,8 +649,10 @@ def _box_passes(run: _Run, items: list[BoxItem], background: torch.Tensor, seed:
     text = _stack_text(run, [p for p, _ in prompts],
                        [_join_negative(item.negative_prompt, config.box_negative_prompt) for item in items])
     tokens = [positions for _, positions in prompts]
-    noise = torch.cat([_blend(background, prepare_latents(run.pipe, image_generators(_box_seed(seed, k), 1),
-                                                          *run.latent, background.dtype),
+    # Each box's own generator draws its noise, then any noise its scheduler steps take (ancestral samplers).
+    generators = [image_generators(_box_seed(seed, k), 1)[0] for k in range(len(items))]
+    own_noise = prepare_latents(run.pipe, generators, *run.latent, background.dtype)
+    noise = torch.cat([_blend(background, own_noise[k:k + 1],
                               box_mask(box, *run.latent, device=background.device, dtype=background.dtype),
                               config.fg_blending_ratio) for k, box in enumerate(boxes)])
     denoiser_kwargs, guidance_kwargs = _gligen_kwargs(run, [[i.phrase] for i in items], [[b] for b in boxes],
@@ -670,7 +672,7 @@ def _box_passes(run: _Run, items: list[BoxItem], background: torch.Tensor, seed:
         trajectory.append(latents)
 
     timesteps = prepare_timesteps(run.pipe.scheduler, schedule.steps, run.pipe._execution_device)[:schedule.box_steps]
-    final = generate_latents(run.pipe, text, config, [], run.latent, latents=noise, timesteps=timesteps,
+    final = generate_latents(run.pipe, text, config, generators, run.latent, latents=noise, timesteps=timesteps,
                              cross_attention_kwargs=denoiser_kwargs, before_step=before, after_step=after,
                              on_step=run.on_step)
     stacked = torch.stack(trajectory)  # (steps + 1, K, C, H, W)
