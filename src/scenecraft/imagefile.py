@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .scene import Scene
+from .scene import Scene, SceneError
 
-__all__ = ["save_png", "read_png_metadata", "read_generation", "a1111_parameters", "generation_record"]
+__all__ = ["save_png", "save_image", "read_metadata", "read_png_metadata", "read_generation", "a1111_parameters",
+           "generation_record", "PngMetadata", "PngReadError", "MAX_TEXT_BYTES"]
 
 SCENE_KEY = "scenecraft.scene"
 GENERATION_KEY = "scenecraft.generation"
 PARAMETERS_KEY = "parameters"
+# The most bytes read of one PNG text chunk (compressed, and again inflated): 1 MB.
+MAX_TEXT_BYTES = 1_000_000
+# The most chunks read of one PNG (a large image has a few thousand IDAT chunks).
+MAX_CHUNKS = 100_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
 
 def a1111_parameters(scene: Scene, settings: dict[str, Any], model: str, method: str) -> str:
@@ -44,7 +56,7 @@ def generation_record(method: str, model: str, settings: dict[str, Any]) -> dict
 def save_png(image: Image.Image, path: str | Path, scene: Scene, parameters: str,
              generation: dict[str, Any] | None = None) -> Path:
     """Write ``image`` to ``path`` with the scene JSON, the parameters text and (if given) the
-    generation record as PNG text chunks."""
+    generation record as PNG text chunks; atomically (see :func:`save_image`)."""
     info = PngImagePlugin.PngInfo()
     info.add_itxt(SCENE_KEY, scene.to_json(indent=None))
     info.add_itxt(PARAMETERS_KEY, parameters)
@@ -52,20 +64,178 @@ def save_png(image: Image.Image, path: str | Path, scene: Scene, parameters: str
         info.add_itxt(GENERATION_KEY, json.dumps(generation, sort_keys=True))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", pnginfo=info)
+    return save_image(image, path, format="PNG", pnginfo=info)
+
+
+def save_image(image: Image.Image, path: str | Path, *, format: str | None = None, **params: Any) -> Path:
+    """Write ``image`` to ``path`` atomically: into a temporary file in the same folder, then
+    ``os.replace``, so a write that fails or is interrupted (a full disk, Ctrl-C) leaves no
+    half-written file and an older file at ``path`` whole. ``format`` defaults to the suffix's;
+    ``params`` go to ``Image.save``. A failed write raises ``OSError`` naming ``path``."""
+    path = Path(path)
+    format = format or _format_of(path)
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as error:
+        raise _write_error(path, error) from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            image.save(file, format=format, **params)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, _file_mode(path))
+        os.replace(temp, path)
+    except BaseException as error:
+        Path(temp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from None
+        raise
     return path
+
+
+def _format_of(path: Path) -> str:
+    Image.init()
+    format = Image.registered_extensions().get(path.suffix.lower())
+    if format is None or format not in Image.SAVE:
+        raise ValueError(f"cannot tell which image format to write from the name {path}; end it in .png")
+    return format
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions of the file being replaced, else those a new file gets (``mkstemp``'s are 0600)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _write_error(path: Path, error: OSError) -> OSError:
+    reason = error.strerror or str(error) or type(error).__name__
+    return OSError(error.errno, f"cannot write {path}: {reason[:1].lower() + reason[1:]}")
+
+
+class PngReadError(ValueError):
+    """A file ``read_metadata`` refuses: not a PNG, more pixels than allowed, a corrupt text chunk."""
+
+
+@dataclass(frozen=True)
+class PngMetadata:
+    """What scenecraft stores in a PNG; ``cut`` names the text chunks longer than the reader's cap."""
+
+    scene: Scene | None
+    parameters: str | None
+    generation: dict[str, Any] | None
+    cut: tuple[str, ...] = ()
+
+
+def read_metadata(path: str | Path, *, max_text: int = MAX_TEXT_BYTES, max_pixels: int | None = None) -> PngMetadata:
+    """The scene, parameters text and generation record stored in the PNG at ``path``.
+
+    Reads the file's text chunks only, never its pixels, so time and memory stay bounded by the
+    caps whatever the file holds: at most ``max_text`` bytes of each chunk, compressed or inflated
+    (the parameters text is cut there and named in ``cut``; a longer scene or record is refused),
+    and an image of more than ``max_pixels`` pixels (default Pillow's ``Image.MAX_IMAGE_PIXELS``)
+    is refused as a likely decompression bomb. Raises :class:`PngReadError` for a file that is not
+    a PNG or holds a bad record, and ``SceneError`` for a bad scene.
+    """
+    path = Path(path)
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    texts, cut = _read_text_chunks(path, (SCENE_KEY, PARAMETERS_KEY, GENERATION_KEY), max_text, limit)
+    for key in (SCENE_KEY, GENERATION_KEY):
+        if key in cut:
+            raise PngReadError(f"the {key} text of {path} is longer than {max_text:,} bytes; it was not read")
+    scene = _scene(texts[SCENE_KEY], path) if SCENE_KEY in texts else None
+    generation = _json_object(texts[GENERATION_KEY], path) if GENERATION_KEY in texts else None
+    return PngMetadata(scene, texts.get(PARAMETERS_KEY), generation, tuple(sorted(cut)))
 
 
 def read_generation(path: str | Path) -> dict[str, Any] | None:
     """The generation record stored in a PNG (method, model, seed, config), or ``None``."""
-    with Image.open(path) as image:
-        text = dict(getattr(image, "text", {}) or {})
-    return json.loads(text[GENERATION_KEY]) if GENERATION_KEY in text else None
+    return read_metadata(path).generation
 
 
 def read_png_metadata(path: str | Path) -> tuple[Scene | None, str | None]:
     """The scene and the parameters text stored in a PNG (``None`` for what is absent)."""
-    with Image.open(path) as image:
-        text = dict(getattr(image, "text", {}) or {})
-    scene = Scene.from_json(text[SCENE_KEY]) if SCENE_KEY in text else None
-    return scene, text.get(PARAMETERS_KEY)
+    metadata = read_metadata(path)
+    return metadata.scene, metadata.parameters
+
+
+def _scene(text: str, path: Path) -> Scene:
+    try:
+        return Scene.from_json(text)
+    except SceneError as error:
+        raise SceneError(f"the scene stored in {path} is not valid: {error}") from None
+
+
+def _json_object(text: str, path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise PngReadError(f"the {GENERATION_KEY} text of {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise PngReadError(f"the {GENERATION_KEY} text of {path} is not a JSON object")
+    return data
+
+
+def _read_text_chunks(path: Path, keys: tuple[str, ...], max_text: int, max_pixels: int | None):
+    """``({key: text}, {keys cut})`` for the tEXt/zTXt/iTXt chunks named ``keys``; other chunks are
+    skipped unread. Stops at IEND, at the end of the file or after ``MAX_CHUNKS`` chunks."""
+    texts: dict[str, str] = {}
+    cut: set[str] = set()
+    with open(path, "rb") as file:
+        if file.read(8) != PNG_SIGNATURE:
+            raise PngReadError(f"{path} is not a PNG file")
+        for _ in range(MAX_CHUNKS):
+            header = file.read(8)
+            if len(header) < 8:
+                break
+            length, kind = struct.unpack(">I4s", header)
+            data = file.read(min(length, max_text + 80)) if kind in (b"IHDR", *_TEXT_CHUNKS) else b""
+            file.seek(length - len(data) + 4, os.SEEK_CUR)  # the rest of the chunk, and its CRC
+            if kind == b"IHDR":
+                _check_pixels(path, data, max_pixels)
+            elif kind in _TEXT_CHUNKS:
+                key, text, was_cut = _decode_text(kind, data, length > len(data), max_text, path)
+                if key in keys:
+                    texts[key] = text
+                    (cut.add if was_cut else cut.discard)(key)
+            elif kind == b"IEND":
+                break
+    return texts, cut
+
+
+def _check_pixels(path: Path, data: bytes, max_pixels: int | None) -> None:
+    if len(data) < 8:
+        raise PngReadError(f"{path} is a broken PNG: its IHDR chunk is {len(data)} bytes long")
+    width, height = struct.unpack(">II", data[:8])
+    if max_pixels is not None and width * height > max_pixels:
+        raise PngReadError(f"{path} is {width}x{height} pixels, more than the {max_pixels:,} allowed "
+                           "(PIL.Image.MAX_IMAGE_PIXELS); refused as a possible decompression bomb")
+
+
+def _decode_text(kind: bytes, data: bytes, truncated: bool, max_text: int, path: Path) -> tuple[str, str, bool]:
+    """``(keyword, text, cut)`` of one text chunk whose first bytes are ``data``."""
+    keyword, _, rest = data.partition(b"\0")
+    key = keyword.decode("latin-1")
+    if kind == b"tEXt":
+        return key, rest[:max_text].decode("latin-1"), truncated or len(rest) > max_text
+    if kind == b"zTXt":
+        return (key, *_inflate(rest[1:], truncated, max_text, key, path, "latin-1"))
+    compressed, rest = rest[:1] == b"\1", rest[2:]
+    _language, _, rest = rest.partition(b"\0")
+    _translated, _, rest = rest.partition(b"\0")
+    if compressed:
+        return (key, *_inflate(rest, truncated, max_text, key, path, "utf-8"))
+    return key, rest[:max_text].decode("utf-8", "replace"), truncated or len(rest) > max_text
+
+
+def _inflate(data: bytes, truncated: bool, max_text: int, key: str, path: Path, encoding: str) -> tuple[str, bool]:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, max_text)
+    except zlib.error as error:
+        raise PngReadError(f"the {key} text of {path} is corrupt: {error}") from None
+    cut = truncated or bool(inflater.unconsumed_tail) or not inflater.eof
+    return text.decode(encoding, "replace"), cut

@@ -4,7 +4,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .errors import ErrorBoundary
+
+# ErrorBoundary runs every command (bench ones too): a user's error is one sentence and exit code 2.
 app = typer.Typer(
+    cls=ErrorBoundary,
     name="scenecraft",
     help="Compositional text-to-image: plan a scene, then generate it region by region.",
     no_args_is_help=True,
@@ -36,3 +40,14 @@ def progress_bar(console: Console) -> Progress:
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=console, transient=True,
     )
+
+
+def parse_counts(text: str, option: str) -> tuple[int, ...]:
+    """``"1,2,4"`` -> ``(1, 2, 4)``: the comma-separated positive counts of a benchmark option."""
+    try:
+        counts = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise ValueError(f"{option} must be comma-separated whole numbers >= 1, e.g. 1,2,4; got {text!r}")
+    return counts

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .app import bench_app, progress_bar, quiet_libraries
+from .app import bench_app, parse_counts, progress_bar, quiet_libraries
 
 
 @bench_app.command("layout")
@@ -29,7 +29,7 @@ def bench_layout(
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
-    counts = tuple(int(k) for k in boxes.split(","))
+    counts = parse_counts(boxes, "--boxes")
     with progress_bar(Console(stderr=True)) as progress:
         task = progress.add_task("timing", total=3 * len(counts))  # the second plain call is not counted
         pipe = bench_pipeline(json.loads(unet_config.read_text()) if unet_config else None)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import bench_app, quiet_libraries
+from .app import bench_app, parse_counts, quiet_libraries
 
 
 @bench_app.command("regional")
@@ -29,7 +29,7 @@ def bench_regional(
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
-    counts = tuple(int(k) for k in regions.split(","))
+    counts = parse_counts(regions, "--regions")
     config = json.loads(unet_config.read_text()) if unet_config else None
     results = run_regional_benchmark(counts, repeats=repeats, size=size, base_ratio=base_ratio, unet_config=config)
     unet = f"{unet_config.name}" if unet_config else "SD 1.5"

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from .app import bench_app, progress_bar, quiet_libraries
+from .errors import check_output_path, printable
 
 # A row is a registered method on a planned layout, with settings of its own: (method, planner layout, settings).
 ROWS = {
@@ -79,9 +80,11 @@ def bench_toyworld(
 
     from ..evaluation.bench_toyworld import CATEGORIES, build_suite, contact_sheet, run_toyworld_benchmark
     from ..generation import load_pipeline
+    from ..imagefile import save_image
     from ..planning import plan_scene
     from ..planning.draw import draw_layout
 
+    check_output_path(sheet, "--sheet")
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
@@ -106,7 +109,7 @@ def bench_toyworld(
         reports = run_toyworld_benchmark(chosen, suite, seed_list, on_image=keep)
     rows = [(p.text, draw_layout(plan_scene(p.text, width=size, height=size), size=128), first_seed_images[p.text])
             for p in suite]
-    contact_sheet(rows).save(sheet)
+    save_image(contact_sheet(rows), sheet)
 
     columns = [*CATEGORIES, "compositional", "overall"]
     if as_json:
@@ -125,4 +128,4 @@ def bench_toyworld(
         accuracy = report.accuracy()
         typer.echo(f"{report.name:<16}" + "".join(f"{100 * accuracy[c]:>13.1f}%" for c in columns)
                    + f"{report.seconds_per_image:>10.3f}")
-    typer.echo(f"contact sheet: {sheet}")
+    typer.echo(printable(f"contact sheet: {sheet}"))

@@ -8,16 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..scene import Scene, SceneError
 from .app import app, progress_bar, quiet_libraries
+from .errors import UserError, check_folder, check_output_path, note, printable
 
 console = Console(stderr=True)
-
-
-def fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    return typer.Exit(code=2)
 
 
 def build_scene(
@@ -80,26 +77,27 @@ def generate(
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
     from ..generation import load_pipeline
-    from ..generation.loading import ModelLoadError, default_model
+    from ..generation.loading import default_model
     from ..generation.methods import generate as run_method
+    from ..planning.cache import default_cache_dir
 
+    check_output_path(out or Path("scenecraft.png"), "--out", (".png",))
+    if llm and not (scene_file or region):
+        check_folder(default_cache_dir(), "the plan cache")
     quiet_libraries()
     model = model or default_model()
-    try:
-        config = method_config(method, model, setting or [], steps=steps, guidance=guidance, seed=seed,
-                               num_images=num_images, base_ratio=base_ratio)
-        with console.status(f"loading {model}"):
-            pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
-        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native)
-        if negative is not None:
-            scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
-        with progress_bar(console) as progress:
-            task = progress.add_task(f"{method}", total=None)
-            result = run_method(pipe, scene, config, method=method,
-                                on_step=lambda done, total: progress.update(task, completed=done, total=total))
-    except (SceneError, ModelLoadError, ValueError, TypeError) as error:
-        raise fail(str(error)) from None
+    config = method_config(method, model, setting or [], steps=steps, guidance=guidance, seed=seed,
+                           num_images=num_images, base_ratio=base_ratio)
+    with console.status(Text(printable(f"loading {model}"))):
+        pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native)
+    if negative is not None:
+        scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"{method}", total=None)
+        result = run_method(pipe, scene, config, method=method,
+                            on_step=lambda done, total: progress.update(task, completed=done, total=total))
     _save_all(result, model, out)
     console.print(f"seed {result.seed}")
 
@@ -116,8 +114,11 @@ def method_config(method: str, model: str, settings: list[str], **flags):
     given = {names.get(key, key): value for key, value in flags.items() if value is not None}
     if "base_ratio" in given and method != "regional":
         raise ValueError(f"--base-ratio is a setting of method regional, not {method}")
-    config = make_config(method, values | given)
-    config.check()
+    try:
+        config = make_config(method, values | given)
+        config.check()
+    except TypeError as error:  # a --set value of the wrong JSON type, e.g. max_iter=5 for a list
+        raise ValueError(f"a setting of method {method} has the wrong type: {error}") from None
     return config
 
 
@@ -128,7 +129,7 @@ def _save_all(result, model: str, out: Path | None) -> None:
         settings = result.image_settings(index)
         save_png(result.images[index], path, result.scene, a1111_parameters(result.scene, settings, model, result.method),
                  generation_record(result.method, model, settings))
-        typer.echo(str(path))
+        typer.echo(printable(str(path)))
 
 
 def _output_paths(out: Path | None, seed: int, count: int) -> list[Path]:
@@ -140,19 +141,20 @@ def _output_paths(out: Path | None, seed: int, count: int) -> list[Path]:
 
 @app.command()
 def show(image: Annotated[Path, typer.Argument(help="A PNG written by scenecraft.", exists=True, dir_okay=False)]) -> None:
-    """Print the scene JSON and the generation parameters stored in a PNG."""
-    from ..imagefile import read_generation, read_png_metadata
+    """Print the scene JSON and the generation parameters stored in a PNG.
 
-    try:
-        scene, parameters = read_png_metadata(image)
-    except (OSError, SceneError) as error:
-        raise fail(f"cannot read {image}: {error}") from None
-    if scene is None and parameters is None:
-        raise fail(f"{image} carries no scenecraft metadata")
-    if parameters is not None:
-        typer.echo(parameters)
-    if scene is not None:
-        typer.echo(scene.to_json())
-    generation = read_generation(image)
-    if generation is not None:
-        typer.echo(json.dumps(generation, indent=2, sort_keys=True))
+    Text from the file is printed with control characters and terminal escape sequences escaped.
+    """
+    from ..imagefile import MAX_TEXT_BYTES, PARAMETERS_KEY, read_metadata
+
+    metadata = read_metadata(image)
+    if metadata.scene is None and metadata.parameters is None:
+        raise UserError(f"{image} carries no scenecraft metadata")
+    if metadata.parameters is not None:
+        typer.echo(printable(metadata.parameters))
+    if PARAMETERS_KEY in metadata.cut:
+        note(f"the parameters text of {image} is longer than {MAX_TEXT_BYTES:,} bytes; it was cut there")
+    if metadata.scene is not None:
+        typer.echo(printable(metadata.scene.to_json(), json=True))
+    if metadata.generation is not None:
+        typer.echo(json.dumps(metadata.generation, indent=2, sort_keys=True))

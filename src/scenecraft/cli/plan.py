@@ -8,15 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from .app import app, bench_app, progress_bar
+from .errors import check_folder, check_output_path, printable
 
 _console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    _console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    return typer.Exit(code=2)
 
 
 @app.command("plan")
@@ -33,32 +31,38 @@ def plan(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the plan cache.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds per LLM request.")] = 60.0,
 ) -> None:
-    """Plan PROMPT into a Scene and print it."""
-    from ..planning import PlanError, plan_scene
+    """Plan PROMPT into a Scene and print it (text from the LLM with control characters escaped)."""
+    from ..planning import plan_scene
+    from ..planning.cache import default_cache_dir
 
-    try:
-        scene = plan_scene(prompt, layout=layout, llm=llm, width=width, height=height, cache_dir=cache_dir,
-                           use_cache=not no_cache, timeout=timeout)
-    except PlanError as error:
-        raise _fail(str(error)) from None
+    if picture is not None:
+        check_output_path(picture, "--picture")
+    if llm and not no_cache:
+        check_folder(cache_dir or default_cache_dir(), "--cache-dir" if cache_dir else "the plan cache")
+    scene = plan_scene(prompt, layout=layout, llm=llm, width=width, height=height, cache_dir=cache_dir,
+                       use_cache=not no_cache, timeout=timeout)
     if as_json:
-        typer.echo(scene.to_json())
+        typer.echo(printable(scene.to_json(), json=True))
     else:
-        typer.echo(f"prompt: {scene.prompt}")
-        typer.echo(f"base: {scene.base_prompt}")
-        typer.echo(f"background: {scene.background_prompt}")
-        typer.echo(f"negative: {scene.negative_prompt}")
-        if scene.split:
-            typer.echo(f"split: {scene.split}")
-        for index, region in enumerate(scene.regions):
-            rect = scene.region_rect(region)
-            where = "[" + ", ".join(f"{v:.2f}" for v in rect) + "]" if rect else "mask"
-            typer.echo(f"{index}: {region.prompt}  {where}")
+        for line in _plain_lines(scene):
+            typer.echo(printable(line))
     if picture is not None:
         from ..planning.draw import draw_layout
 
         draw_layout(scene, picture)
-        _console.print(f"layout drawn to {picture}")
+        _console.print(Text(printable(f"layout drawn to {picture}")))
+
+
+def _plain_lines(scene) -> list[str]:
+    lines = [f"prompt: {scene.prompt}", f"base: {scene.base_prompt}", f"background: {scene.background_prompt}",
+             f"negative: {scene.negative_prompt}"]
+    if scene.split:
+        lines.append(f"split: {scene.split}")
+    for index, region in enumerate(scene.regions):
+        rect = scene.region_rect(region)
+        where = "[" + ", ".join(f"{v:.2f}" for v in rect) + "]" if rect else "mask"
+        lines.append(f"{index}: {region.prompt}  {where}")
+    return lines
 
 
 @bench_app.command("plan")
@@ -73,13 +77,10 @@ def bench_plan(
     """Score a planner on LMD's 400-prompt stage-1 layout benchmark (4 tasks x 100)."""
     from ..evaluation.plan_bench import run_plan_bench
 
-    try:
-        with progress_bar(_console) as progress:
-            task = progress.add_task(f"planning ({planner})", total=None)
-            result = run_plan_bench(planner, layout=layout, limit=limit, cache_dir=cache_dir,
-                                    on_prompt=lambda done, total: progress.update(task, completed=done, total=total))
-    except (ValueError, OSError) as error:
-        raise _fail(str(error)) from None
+    with progress_bar(_console) as progress:
+        task = progress.add_task(escape(printable(f"planning ({planner})")), total=None)
+        result = run_plan_bench(planner, layout=layout, limit=limit, cache_dir=cache_dir,
+                                on_prompt=lambda done, total: progress.update(task, completed=done, total=total))
     if planner != "offline":
         offline = run_plan_bench("offline", layout=layout, limit=limit)
         offline_ms = offline.ms_per_prompt
@@ -94,4 +95,4 @@ def bench_plan(
         typer.echo(line)
     typer.echo(f"offline planner {offline_ms:.3f} ms/prompt")
     for prompt, reason in result.failures[:failures]:
-        typer.echo(f"  failed: {prompt}  ({reason})")
+        typer.echo(printable(f"  failed: {prompt}  ({reason})"))

@@ -17,8 +17,8 @@ def draw_layout(scene: Scene, path: str | Path | None = None, *, size: int = 512
     """A picture of ``scene``'s layout, ``size`` pixels on its longer side (default 512).
 
     Boxes and cells are outlined in distinct colours and labelled with their prompts; the top
-    strip shows the background prompt and the negative prompt. Saved to ``path`` if given.
-    Returns the PIL image.
+    strip shows the background prompt and the negative prompt. Saved to ``path`` if given
+    (atomically, in the format its suffix names). Returns the PIL image.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -44,5 +44,7 @@ def draw_layout(scene: Scene, path: str | Path | None = None, *, size: int = 512
         for k, line in enumerate(textwrap.wrap(f"{index}: {region.prompt}", chars, break_long_words=False)[:4]):
             draw.text((x0 + 4, y0 + 3 + 12 * k), line, fill=colour, font=font)
     if path is not None:
-        image.save(path)
+        from ..imagefile import save_image
+
+        save_image(image, path)
     return image
