@@ -68,6 +68,16 @@ def test_model_names_are_plain_text_in_errors_and_in_the_status_line(tmp_path):
     assert_sentence(result, "[bold]no-such-model[/]")
 
 
+def test_scene_file_errors_keep_their_brackets(tiny_model, tmp_path):
+    scene_file = tmp_path / "scene.json"
+    scene_file.write_text('{"prompt": "a cat", "regions": [{"prompt": "a cat", "box": "[bold]"}]}')
+    result = run("generate", "--scene", scene_file, "--model", tiny_model, "--steps", "1", "--out", tmp_path / "x.png")
+    assert_sentence(result, "box must be [x0, y0, x1, y1], got")
+    scene_file.write_bytes(b'{"prompt": "a \xff cat"}')
+    result = run("generate", "--scene", scene_file, "--model", tiny_model, "--steps", "1", "--out", tmp_path / "x.png")
+    assert_sentence(result, f"--scene {scene_file} is not UTF-8 text (invalid start byte at byte 14)")
+
+
 def test_escape_sequences_in_user_text_are_escaped(tiny_model, tmp_path):
     result = run("generate", "a cat", "--split", f"{ESC}]0;pwned\x07 1", "--region", "a", "--model", tiny_model,
                  "--steps", "1", "--width", "64", "--height", "64", "--out", tmp_path / "x.png")

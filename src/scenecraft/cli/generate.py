@@ -35,7 +35,7 @@ def build_scene(
     if scene_file is not None:
         if prompt or split or regions:
             raise SceneError("give either --scene or a prompt (with --split/--region), not both")
-        scene = Scene.from_json(scene_file.read_text(encoding="utf-8"))
+        scene = Scene.from_json(_read_text(scene_file, "--scene"))
         return scene.with_size(width or scene.width, height or scene.height)
     width, height = width or default_size, height or default_size
     if not prompt:
@@ -49,6 +49,13 @@ def build_scene(
 
     kwargs = {"layout": layout} if layout else {}
     return plan_scene(prompt, llm=llm, width=width, height=height, **kwargs)
+
+
+def _read_text(path: Path, option: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{option} {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 @app.command()
