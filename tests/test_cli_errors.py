@@ -172,6 +172,15 @@ def test_plan_checks_the_cache_folder_before_calling_the_llm(tmp_path, no_expens
                     "which is a file, not a folder")
 
 
+def test_bench_plan_checks_the_cache_folder_before_planning(tmp_path, monkeypatch):
+    import scenecraft.evaluation.plan_bench as plan_bench
+
+    monkeypatch.setattr(plan_bench, "run_plan_bench", lambda *args, **kwargs: 1 / 0)
+    (tmp_path / "a-file").write_text("x")
+    assert_sentence(run("bench", "plan", "--planner", "llm:openai:gpt-4o", "--cache-dir", tmp_path / "a-file"),
+                    "is a file, not a folder")
+
+
 def test_an_unwritable_folder_is_reported_before_any_work(tmp_path, monkeypatch, no_expensive_work):
     import scenecraft.cli.errors as errors
 

@@ -76,7 +76,10 @@ def bench_plan(
 ) -> None:
     """Score a planner on LMD's 400-prompt stage-1 layout benchmark (4 tasks x 100)."""
     from ..evaluation.plan_bench import run_plan_bench
+    from ..planning.cache import default_cache_dir
 
+    if planner.startswith("llm:"):
+        check_folder(cache_dir or default_cache_dir(), "--cache-dir" if cache_dir else "the plan cache")
     with progress_bar(_console) as progress:
         task = progress.add_task(escape(printable(f"planning ({planner})")), total=None)
         result = run_plan_bench(planner, layout=layout, limit=limit, cache_dir=cache_dir,
