@@ -133,6 +133,9 @@ def test_method_layout_with_settings_records_method_config_and_each_images_seed(
     assert result.exit_code == 0, result.output
     first, second = read_generation(tmp_path / "lmd-0.png"), read_generation(tmp_path / "lmd-1.png")
     assert first["method"] == "layout" and first["config"]["frozen_step_ratio"] == 0.25
+    from scenecraft.generation.methods import make_config
+
+    assert make_config("layout", second["config"]).seed == 12  # the record's config rebuilds the method's config
     assert (first["seed"], second["seed"]) == (11, 12) and second["config"]["num_images"] == 1
     _, parameters = read_png_metadata(tmp_path / "lmd-1.png")
     assert "Seed: 12" in parameters and "Method: layout" in parameters

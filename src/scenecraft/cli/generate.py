@@ -130,12 +130,19 @@ def method_config(method: str, model: str, settings: list[str], **flags):
 
 
 def _save_all(result, model: str, out: Path | None) -> None:
+    import dataclasses
+
+    from ..generation.methods import get_method
     from ..imagefile import a1111_parameters, generation_record, save_png
 
+    fields = {f.name for f in dataclasses.fields(get_method(result.method).config)}
     for index, path in enumerate(_output_paths(out, result.seed, len(result.images))):
         settings = result.image_settings(index)
+        # The record's config is exactly the method's config (it rebuilds it); the scheduler rides beside it.
+        config = {key: value for key, value in settings.items() if key in fields}
+        record = generation_record(result.method, model, config) | {"scheduler": settings.get("scheduler")}
         save_png(result.images[index], path, result.scene, a1111_parameters(result.scene, settings, model, result.method),
-                 generation_record(result.method, model, settings))
+                 record)
         typer.echo(printable(str(path)))
 
 
