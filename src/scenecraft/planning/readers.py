@@ -18,12 +18,11 @@ RPG::
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
-from ..scene import Box, Region, Scene, SceneError
+from ..scene import Box, Region, Scene, SceneError, load_json
 from ..scene.split import SplitRatioError
 from .errors import PlanParseError
 
@@ -286,9 +285,9 @@ def read_json_scene(text: str, *, prompt: str | None = None, width: int | None =
     """Read a Scene written as JSON (the structured-output form); ``prompt``/size override the reply's."""
     blob = extract_json_object(text)
     try:
-        data = json.loads(blob)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise PlanParseError(f"invalid JSON: {error}"[:300], fmt="JSON reply") from error
+        data = load_json(blob, what="JSON reply")  # bounded: depth, digits, no NaN (SceneLimits)
+    except SceneError as error:
+        raise PlanParseError(str(error)[:300], fmt="JSON reply") from error
     if not isinstance(data, dict):
         raise PlanParseError("the JSON reply is not an object", fmt="JSON reply")
     data = dict(data)

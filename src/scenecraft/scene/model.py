@@ -4,30 +4,45 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 import numpy as np
 
+from .errors import SceneError, shown
+from .limits import DEFAULT_LIMITS, SceneLimits, limit_error
 from .masks import rect_coverage, region_weights, resample_mask
+from .safejson import load_json
 from .split import SplitRatio, format_split, parse_split
 
-__all__ = ["Box", "Cell", "Mask", "Region", "Scene", "SceneError", "SCENE_FORMAT_VERSION"]
+__all__ = ["Box", "Cell", "Mask", "Region", "Scene", "SceneError", "SceneLimits", "SCENE_FORMAT_VERSION"]
 
 SCENE_FORMAT_VERSION = 1
 
 
-class SceneError(ValueError):
-    """A scene that is not valid; the message names the field, the value seen and what is allowed."""
-
-
 def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SceneError(f"{name} must be a finite number, got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise SceneError(f"{name} must lie in [0, 1] (a fraction of the canvas), got {value!r}")
+    # Integers are compared exactly: a 400-digit one must not reach float() (OverflowError).
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        raise SceneError(f"{name} must be a finite number, got {shown(value)}")
+    if not 0 <= value <= 1:
+        raise SceneError(f"{name} must lie in [0, 1] (a fraction of the canvas), got {shown(value)}")
     return float(value)
+
+
+def _finite(value: int | float) -> bool:
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_mask_size(width: Any, height: Any, limits: SceneLimits) -> None:
+    """Refuse a mask of more than ``limits.max_mask_pixels`` (before its runs are looked at)."""
+    if _is_int(width) and _is_int(height) and width > 0 and height > 0 and width * height > limits.max_mask_pixels:
+        size = f"{shown(width)}x{shown(height)}"
+        raise limit_error(f"mask is {size} pixels", "max_mask_pixels", limits, " pixels")
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ class Cell:
 
     def __post_init__(self) -> None:
         if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
-            raise SceneError(f"cell index must be a non-negative integer, got {self.index!r}")
+            raise SceneError(f"cell index must be a non-negative integer, got {shown(self.index)}")
 
 
 @dataclass(frozen=True)
@@ -83,13 +98,17 @@ class Mask:
     def __post_init__(self) -> None:
         for name in ("width", "height"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SceneError(f"mask {name} must be a positive integer, got {value!r}")
+            if not _is_int(value) or value <= 0:
+                raise SceneError(f"mask {name} must be a positive integer, got {shown(value)}")
+        if not isinstance(self.rle, (list, tuple)):
+            raise SceneError(f"mask rle must be a list of non-negative integers, got {shown(self.rle)}")
         rle = tuple(self.rle)
-        if any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in rle):
-            raise SceneError("mask rle must be a list of non-negative integers")
-        if sum(rle) != self.width * self.height:
-            raise SceneError(f"mask rle covers {sum(rle)} pixels but the mask has {self.width}x{self.height}={self.width * self.height}")
+        if not all(_is_int(r) and r >= 0 for r in rle):
+            raise SceneError(f"mask rle must be a list of non-negative integers, got {shown(rle)}")
+        covered, pixels = sum(rle), self.width * self.height
+        if covered != pixels:
+            raise SceneError(f"mask rle covers {shown(covered)} pixels but the mask has "
+                             f"{shown(self.width)}x{shown(self.height)}={shown(pixels)}")
         object.__setattr__(self, "rle", rle)
 
     @classmethod
@@ -125,11 +144,11 @@ class Region:
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise SceneError(f"a region's prompt must be a non-empty string, got {self.prompt!r}")
+            raise SceneError(f"a region's prompt must be a non-empty string, got {shown(self.prompt)}")
         if not isinstance(self.geometry, (Box, Cell, Mask)):
             raise SceneError(f"a region's geometry must be a Box, Cell or Mask, got {type(self.geometry).__name__}")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
-            raise SceneError(f"a region's negative_prompt must be a string or null, got {self.negative_prompt!r}")
+            raise SceneError(f"a region's negative_prompt must be a string or null, got {shown(self.negative_prompt)}")
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,9 @@ class Scene:
         notes: the planner's remarks on how it read the prompt (a reading chosen where the prompt
             was ambiguous, a layout it could not use); empty by default, left out of the JSON when
             empty. Generators ignore them.
+        limits: the :class:`SceneLimits` this scene is checked against (size, region count,
+            prompt length, mask pixels, split digits); ``None`` (default) means the defaults. Not
+            part of the scene's value: ignored by ``==`` and left out of the JSON.
     """
 
     prompt: str
@@ -162,39 +184,50 @@ class Scene:
     negative_prompt: str = ""
     split: str | None = None
     notes: tuple[str, ...] = ()
+    limits: SceneLimits | None = field(default=None, repr=False, compare=False)
     _split: SplitRatio | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str):
-            raise SceneError(f"prompt must be a string, got {self.prompt!r}")
-        object.__setattr__(self, "regions", tuple(self.regions))
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SceneError(f"{name} must be a positive integer number of pixels, got {value!r}")
+        if self.limits is not None and not isinstance(self.limits, SceneLimits):
+            raise SceneError(f"limits must be a SceneLimits or None, got {type(self.limits).__name__}")
+        limits = self.limits or DEFAULT_LIMITS
+        _check_text("prompt", self.prompt, limits)
+        object.__setattr__(self, "regions", _check_regions(self.regions, limits))
+        self._check_size(limits)
         object.__setattr__(self, "base_ratio", _check_fraction("base_ratio", self.base_ratio))
         for name in ("base_prompt", "background_prompt"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise SceneError(f"{name} must be a string or null, got {value!r}")
-        if not isinstance(self.negative_prompt, str):
-            raise SceneError(f"negative_prompt must be a string, got {self.negative_prompt!r}")
-        object.__setattr__(self, "notes", _check_notes(self.notes))
-        self._check_cells()
+            _check_text(name, getattr(self, name), limits, optional=True)
+        _check_text("negative_prompt", self.negative_prompt, limits)
+        object.__setattr__(self, "notes", _check_notes(self.notes, limits))
+        self._check_cells(limits)
 
-    def _check_cells(self) -> None:
+    def _check_size(self, limits: SceneLimits) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise SceneError(f"{name} must be a positive integer number of pixels, got {shown(value)}")
+            if value > limits.max_side:
+                raise limit_error(f"{name} is {shown(value)}", "max_side", limits, " pixels per side")
+        if self.width * self.height > limits.max_pixels:
+            pixels = self.width * self.height
+            raise limit_error(f"{self.width}x{self.height} is {pixels:,} pixels", "max_pixels", limits, " pixels")
+
+    def _check_cells(self, limits: SceneLimits) -> None:
         cells = [r.geometry.index for r in self.regions if isinstance(r.geometry, Cell)]
         if self.split is None:
             if cells:
                 raise SceneError("regions use split cells but the scene has no split ratio (set 'split', e.g. \"1,1\")")
             return
-        split = parse_split(self.split)
+        if not isinstance(self.split, str):
+            raise SceneError(f"split must be a split-ratio string such as \"1,1;2,1,1\" or null, "
+                             f"got {shown(self.split)}")
+        split = parse_split(self.split, limits=limits)
         object.__setattr__(self, "_split", split)
         if len(cells) != len(self.regions):
             raise SceneError("a scene with a split ratio must give every region as a cell of that split")
         if sorted(cells) != list(range(split.num_regions)):
             raise SceneError(
-                f"split {self.split!r} has {split.num_regions} regions but {len(cells)} region prompts were given "
+                f"split {shown(self.split)} has {split.num_regions} regions but {len(cells)} region prompts were given "
                 f"(cells {sorted(cells)}); give exactly one prompt per region"
             )
 
@@ -202,10 +235,11 @@ class Scene:
     @classmethod
     def from_split(cls, prompt: str, split: str, region_prompts: Sequence[str], **kwargs: Any) -> Scene:
         """RPG's form: a split ratio and one prompt per region, in row-major order."""
-        parsed = parse_split(split)
+        parsed = parse_split(split, limits=kwargs.get("limits"))
         if len(region_prompts) != parsed.num_regions:
             raise SceneError(
-                f"split {split!r} has {parsed.num_regions} regions but {len(region_prompts)} region prompts were given"
+                f"split {shown(split)} has {parsed.num_regions} regions but {len(region_prompts)} region prompts "
+                "were given"
             )
         regions = tuple(Region(p, Cell(i)) for i, p in enumerate(region_prompts))
         return cls(prompt=prompt, regions=regions, split=format_split(parsed), **kwargs)
@@ -289,53 +323,100 @@ class Scene:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, data: Any) -> Scene:
+    def from_dict(cls, data: Any, *, limits: SceneLimits | None = None) -> Scene:
+        """A scene from its dict form (see :meth:`to_dict`), checked against ``limits`` (``None``: the defaults)."""
         if not isinstance(data, dict):
             raise SceneError(f"a scene must be a JSON object, got {type(data).__name__}")
         known = {"version", "prompt", "base_prompt", "base_ratio", "background_prompt", "negative_prompt",
                  "width", "height", "split", "regions", "notes"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SceneError(f"unknown scene field(s) {unknown}; allowed: {sorted(known)}")
+        _check_known("scene", data, known)
         version = data.get("version", SCENE_FORMAT_VERSION)
-        if version != SCENE_FORMAT_VERSION:
-            raise SceneError(f"scene format version {version!r} is not supported (this scenecraft reads {SCENE_FORMAT_VERSION})")
+        if isinstance(version, bool) or version != SCENE_FORMAT_VERSION:
+            raise SceneError(f"scene format version {shown(version)} is not supported "
+                             f"(this scenecraft reads {SCENE_FORMAT_VERSION})")
         if "prompt" not in data:
             raise SceneError("a scene needs a 'prompt'")
         regions_data = data.get("regions", [])
         if not isinstance(regions_data, list):
             raise SceneError(f"'regions' must be a list, got {type(regions_data).__name__}")
-        regions = tuple(_region_from_dict(entry, i) for i, entry in enumerate(regions_data))
+        limits = limits or DEFAULT_LIMITS
+        if len(regions_data) > limits.max_regions:
+            raise limit_error(f"regions has {len(regions_data):,} entries", "max_regions", limits)
+        regions = tuple(_region_from_dict(entry, i, limits) for i, entry in enumerate(regions_data))
         kwargs = {k: data[k] for k in known - {"version", "prompt", "regions"} if k in data}
         if kwargs.get("negative_prompt", "") is None:
             kwargs["negative_prompt"] = ""
-        return cls(prompt=data["prompt"], regions=regions, **kwargs)
+        return cls(prompt=data["prompt"], regions=regions, limits=limits, **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> Scene:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SceneError(f"scene is not valid JSON: {error}") from error
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes, *, limits: SceneLimits | None = None) -> Scene:
+        """A scene from JSON text, read within ``limits`` (``None``: the defaults; see :class:`SceneLimits`).
+
+        The text's size, nesting depth and digits per number are checked before or while it is
+        parsed (NaN and Infinity refused); every failure is a :class:`SceneError`.
+        """
+        return cls.from_dict(load_json(text, limits=limits, what="scene"), limits=limits)
 
 
-def _check_notes(notes: Any) -> tuple[str, ...]:
+def _check_text(name: str, value: Any, limits: SceneLimits, optional: bool = False) -> None:
+    """``value`` must be a string (or ``None`` when ``optional``) of at most ``limits.max_prompt_chars``."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise SceneError(f"{name} must be a string{' or null' if optional else ''}, got {shown(value)}")
+    if len(value) > limits.max_prompt_chars:
+        raise limit_error(f"{name} has {len(value):,} characters", "max_prompt_chars", limits)
+
+
+def _check_regions(regions: Any, limits: SceneLimits) -> tuple[Region, ...]:
+    """``regions`` as a tuple of at most ``limits.max_regions`` Regions, with prompts and masks in limits."""
+    if isinstance(regions, (str, bytes, dict)) or not isinstance(regions, Iterable):
+        raise SceneError(f"regions must be a list of Region, got {type(regions).__name__}")
+    regions = tuple(regions)
+    if len(regions) > limits.max_regions:
+        raise limit_error(f"regions has {len(regions):,} entries", "max_regions", limits)
+    for index, region in enumerate(regions):
+        if not isinstance(region, Region):
+            raise SceneError(f"regions[{index}] must be a Region, got {type(region).__name__}")
+        _check_text(f"regions[{index}] prompt", region.prompt, limits)
+        _check_text(f"regions[{index}] negative_prompt", region.negative_prompt, limits, optional=True)
+        if isinstance(region.geometry, Mask):
+            try:
+                _check_mask_size(region.geometry.width, region.geometry.height, limits)
+            except SceneError as error:
+                raise SceneError(f"regions[{index}]: {error}") from error
+    return regions
+
+
+def _check_known(what: str, data: dict[Any, Any], known: set[str]) -> None:
+    """Refuse keys of ``data`` outside ``known``, naming them (keys of any type)."""
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        names = ", ".join(sorted(shown(key) for key in unknown[:10])) + (", ..." if len(unknown) > 10 else "")
+        raise SceneError(f"unknown {what} field(s) [{names}]; allowed: {sorted(known)}")
+
+
+def _check_notes(notes: Any, limits: SceneLimits) -> tuple[str, ...]:
     """``notes`` as a tuple of strings (any sequence of strings is accepted; ``None`` is none)."""
     if notes is None:
         return ()
     if isinstance(notes, str) or not isinstance(notes, Sequence) or not all(isinstance(n, str) for n in notes):
-        raise SceneError(f"notes must be a list of strings, got {notes!r}")
+        raise SceneError(f"notes must be a list of strings, got {shown(notes)}")
+    if len(notes) > limits.max_notes:
+        raise limit_error(f"notes has {len(notes):,} entries", "max_notes", limits)
+    for index, note in enumerate(notes):
+        _check_text(f"notes[{index}]", note, limits)
     return tuple(notes)
 
 
-def _region_from_dict(entry: Any, index: int) -> Region:
+def _region_from_dict(entry: Any, index: int, limits: SceneLimits) -> Region:
     where = f"regions[{index}]"
     if not isinstance(entry, dict):
         raise SceneError(f"{where} must be an object, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - {"prompt", "negative_prompt", "box", "cell", "mask"})
-    if unknown:
-        raise SceneError(f"{where}: unknown field(s) {unknown}")
+    try:
+        _check_known("region", entry, {"prompt", "negative_prompt", "box", "cell", "mask"})
+    except SceneError as error:
+        raise SceneError(f"{where}: {error}") from error
     kinds = [k for k in ("box", "cell", "mask") if k in entry]
     if len(kinds) != 1:
         raise SceneError(f"{where} needs exactly one of 'box', 'cell' or 'mask', got {kinds or 'none'}")
@@ -344,14 +425,15 @@ def _region_from_dict(entry: Any, index: int) -> Region:
     try:
         if kind == "box":
             if not isinstance(value, (list, tuple)) or len(value) != 4:
-                raise SceneError(f"box must be [x0, y0, x1, y1], got {value!r}")
+                raise SceneError(f"box must be [x0, y0, x1, y1], got {shown(value)}")
             geometry: Geometry = Box(*value)
         elif kind == "cell":
             geometry = Cell(value)
         else:
             if not isinstance(value, dict) or set(value) != {"width", "height", "rle"}:
                 raise SceneError("mask must be {'width': W, 'height': H, 'rle': [...]}")
-            geometry = Mask(value["width"], value["height"], tuple(value["rle"]) if isinstance(value["rle"], list) else value["rle"])
+            _check_mask_size(value["width"], value["height"], limits)
+            geometry = Mask(value["width"], value["height"], value["rle"])
         return Region(prompt=entry.get("prompt"), geometry=geometry, negative_prompt=entry.get("negative_prompt"))
     except SceneError as error:
         raise SceneError(f"{where}: {error}") from error

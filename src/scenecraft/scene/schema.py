@@ -14,7 +14,10 @@ def scene_json_schema() -> dict[str, Any]:
     """The JSON schema every serialised :class:`~scenecraft.scene.Scene` satisfies.
 
     It also serves planners as the structured-output schema for LLM backends. Cross-field rules
-    (a split's region count, boxes with ``x0 < x1``) are checked by ``Scene.from_dict``.
+    (a split's region count, boxes with ``x0 < x1``) and the size limits of
+    :class:`~scenecraft.scene.SceneLimits` (pixels, regions, prompt length, JSON depth and digits)
+    are checked by ``Scene.from_dict``/``Scene.from_json``; they are left out of the schema, which
+    stays the same whatever limits a caller chooses.
     """
     region = {
         "type": "object",
