@@ -277,3 +277,13 @@ def test_seeds_reproduce_with_an_ancestral_scheduler(sd_pipe):
         sd_pipe.scheduler = original
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-3
+
+
+@pytest.mark.parametrize("knob, value, message", [
+    ("max_iter", 5, "max_iter must be"),
+    ("fast", "yes", "fast must be true or false"),
+    ("guidance_layers", "up_blocks.1", "guidance_layers must be a list"),
+])
+def test_settings_of_the_wrong_type_are_value_errors(knob, value, message):
+    with pytest.raises(ValueError, match=message):
+        LayoutConfig(**{knob: value}).check()

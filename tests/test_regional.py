@@ -271,3 +271,9 @@ def test_cost_grows_with_covered_area_not_with_region_count(sd_pipe):
     attn = make_attention()
     Counting(layout)(attn, torch.randn(2, 16 * 16, 16), torch.randn(2, 9 * 77, 12))
     assert sum(counted) == 16 * 16  # a grid-aligned split: every pixel attended exactly once
+
+
+def test_base_ratio_of_the_wrong_type_is_a_value_error():
+    for value in ("x", True, float("nan"), 1.5):
+        with pytest.raises(ValueError, match="base_ratio must be None or lie in"):
+            RegionalConfig(base_ratio=value).check()

@@ -133,8 +133,16 @@ class LayoutConfig(SamplingConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not self.max_iter or any(not isinstance(n, int) or n < 0 for n in self.max_iter):
+        if (not isinstance(self.max_iter, (tuple, list)) or not self.max_iter
+                or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in self.max_iter)):
             raise ValueError(f"max_iter must be a non-empty sequence of integers >= 0, got {self.max_iter!r}")
+        for name in ("center_boxes", "align_with_boxes", "fast"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("guidance_layers", "mask_layers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
+                raise ValueError(f"{name} must be a list of layer names or prefixes, got {value!r}")
         if self.mask_source not in MASK_SOURCES:
             raise ValueError(f"mask_source must be one of {', '.join(MASK_SOURCES)}, got {self.mask_source!r}")
         if self.mask_source == "sam" and not self.sam_model:

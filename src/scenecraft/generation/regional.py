@@ -41,6 +41,13 @@ class RegionalConfig(SamplingConfig):
 
     base_ratio: float | None = None
 
+    def check(self) -> None:
+        super().check()
+        value = self.base_ratio
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or not 0 <= value <= 1):
+            raise ValueError(f"base_ratio must be None or lie in [0, 1], got {value!r}")
+
 
 def slot_prompts(scene: Scene) -> tuple[list[str], list[str]]:
     """Positive and negative prompt of every slot: base, background (if any), then each region."""
