@@ -419,6 +419,9 @@ def test_mask_rle_round_trips_any_array(array):
 
 
 def test_cells_and_boxes_from_python_keep_their_checks():
+    for args in ((10 ** 400, 0, 1, 1, 512, 512), (0, 0, 1, 1, 0, 512), ("a", 0, 1, 1, 512, 512)):
+        with pytest.raises(SceneError, match="pixel box"):
+            Box.from_pixels(*args)
     with pytest.raises(SceneError):
         Cell(True)
     with pytest.raises(SceneError, match="is empty"):

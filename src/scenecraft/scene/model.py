@@ -70,7 +70,11 @@ class Box:
     @classmethod
     def from_pixels(cls, x: float, y: float, w: float, h: float, width: int, height: int) -> Box:
         """From LMD's ``[x, y, w, h]`` pixel box on a ``width x height`` canvas."""
-        return cls(x / width, y / height, (x + w) / width, (y + h) / height)
+        try:
+            return cls(x / width, y / height, (x + w) / width, (y + h) / height)
+        except (ArithmeticError, TypeError) as error:  # a zero canvas, a 400-digit integer, a string
+            raise SceneError(f"pixel box {shown([x, y, w, h])} on a {shown(width)}x{shown(height)} canvas "
+                             f"cannot be read: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -339,10 +343,10 @@ class Scene:
         regions_data = data.get("regions", [])
         if not isinstance(regions_data, list):
             raise SceneError(f"'regions' must be a list, got {type(regions_data).__name__}")
-        limits = limits or DEFAULT_LIMITS
-        if len(regions_data) > limits.max_regions:
-            raise limit_error(f"regions has {len(regions_data):,} entries", "max_regions", limits)
-        regions = tuple(_region_from_dict(entry, i, limits) for i, entry in enumerate(regions_data))
+        bounds = limits or DEFAULT_LIMITS
+        if len(regions_data) > bounds.max_regions:
+            raise limit_error(f"regions has {len(regions_data):,} entries", "max_regions", bounds)
+        regions = tuple(_region_from_dict(entry, i, bounds) for i, entry in enumerate(regions_data))
         kwargs = {k: data[k] for k in known - {"version", "prompt", "regions"} if k in data}
         if kwargs.get("negative_prompt", "") is None:
             kwargs["negative_prompt"] = ""
