@@ -87,7 +87,8 @@ class LayoutConfig(SamplingConfig):
         fast: trade accuracy for time (False): per-box passes stop at the last step the composition
             needs, ``frozen_step_ratio`` becomes at most ``fast_frozen_step_ratio``, and both passes are
             guided for the first ``fast_guided_steps`` of 50 steps with one iteration each.
-        fast_frozen_step_ratio: the frozen share in fast mode, at most (0.3).
+        fast_frozen_step_ratio: the frozen share in fast mode, at most (0.2); the mask's attention is then
+            averaged over the per-box steps that run (from ``mask_aggregation_start`` or earlier).
         fast_guided_steps: guided steps of 50 in fast mode (5).
     """
 
@@ -119,7 +120,7 @@ class LayoutConfig(SamplingConfig):
     guidance_layers: tuple[str, ...] | None = None
     mask_layers: tuple[str, ...] | None = None
     fast: bool = False
-    fast_frozen_step_ratio: float = 0.3
+    fast_frozen_step_ratio: float = 0.2
     fast_guided_steps: int = 5
 
     def check(self) -> None:
@@ -241,6 +242,8 @@ def _schedule(config: LayoutConfig) -> _Schedule:
         box_guided, final_guided = min(box_guided, guided), min(final_guided, guided)
         iterations = tuple(min(n, 1) for n in iterations)
     aggregation = rescaled(config.mask_aggregation_start)
+    if config.fast:  # the mask's attention is averaged over the steps the per-box passes still run
+        aggregation = min(aggregation, max(frozen - 1, 0))
     # Fast mode stops the per-box passes once the composition has its frozen steps and the mask its attention;
     # SAM needs the finished object.
     needs_full = not config.fast or config.mask_source == "sam"
