@@ -7,8 +7,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from ..scene import Scene
 
 __all__ = ["GenerationResult", "resolve_seed", "check_common_settings", "MAX_SEED"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -68,9 +68,6 @@ class SamplingConfig:
             raise ValueError(f"seed + num_images - 1 must stay <= {MAX_SEED} (image i uses seed + i), got seed {self.seed}")
         if self.output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {self.output_type!r}")
-
-    def with_seed(self, seed: int) -> SamplingConfig:
-        return replace(self, seed=seed)
 
 
 def pipeline_family(pipe) -> str:
