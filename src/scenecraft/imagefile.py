@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .scene import Scene, SceneError
+from .scene import Scene, SceneError, load_json
 
 __all__ = ["save_png", "save_image", "read_metadata", "read_png_metadata", "read_generation", "a1111_parameters",
            "generation_record", "PngMetadata", "PngReadError", "MAX_TEXT_BYTES"]
@@ -171,8 +171,8 @@ def _scene(text: str, path: Path) -> Scene:
 
 def _json_object(text: str, path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as error:
+        data = load_json(text, what=f"{GENERATION_KEY} text")
+    except SceneError as error:
         raise PngReadError(f"the {GENERATION_KEY} text of {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise PngReadError(f"the {GENERATION_KEY} text of {path} is not a JSON object")

@@ -175,26 +175,20 @@ def test_bad_specs(spec, reason):
         parse_spec(spec)
 
 
-def test_specs_and_missing_optional_packages(monkeypatch):
+def test_specs_and_local_model_errors(tmp_path):
     assert str(parse_spec("openai:qwen2.5@http://localhost:8000/v1")) == "openai:qwen2.5@http://localhost:8000/v1"
     assert parse_spec("local:/models/x.gguf").model == "/models/x.gguf"
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_optional(name, *args, **kwargs):
-        if name.startswith(("google", "anthropic")):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_optional)
-    monkeypatch.setenv("GEMINI_API_KEY", "k")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
-    for spec, package in (("gemini:gemini-2.0-flash", "google-genai"), ("anthropic:claude", "anthropic")):
-        with pytest.raises(BackendError, match=f"pip install {package}"):
-            make_backend(spec).complete([], schema=None, max_tokens=1)
     with pytest.raises(BackendError, match="does not exist"):
         make_backend("local:/no/such/model.gguf").complete([], schema=None, max_tokens=1)
+    random_gguf = tmp_path / "random.gguf"
+    random_gguf.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    with pytest.raises(BackendError, match="cannot load the local model .*random.gguf"):
+        make_backend(f"local:{random_gguf}").complete([], schema=None, max_tokens=1)
+    not_a_model = tmp_path / "folder"
+    not_a_model.mkdir()
+    (not_a_model / "config.json").write_text("[]")
+    with pytest.raises(BackendError, match="cannot load the local model"):
+        make_backend(f"local:{not_a_model}").complete([], schema=None, max_tokens=1)
 
 
 def test_layout_schemas_accept_only_valid_scenes_of_their_layout():
@@ -254,18 +248,27 @@ def test_cli_plan_with_llm_and_cache(replay_server, tmp_path):
     assert bad.exit_code == 2 and "no valid plan" in bad.output
 
 
-@pytest.mark.parametrize("kind, module, env", [("anthropic", "anthropic", "ANTHROPIC_API_KEY"),
-                                               ("gemini", "google.genai", "GEMINI_API_KEY")])
-def test_optional_sdk_backends_over_http(replay_server, monkeypatch, kind, module, env):
-    pytest.importorskip(module, reason=f"optional package for the {kind} backend is not installed")
+@pytest.mark.parametrize("kind, env, key_header", [("anthropic", "ANTHROPIC_API_KEY", "x-api-key"),
+                                                   ("gemini", "GEMINI_API_KEY", "x-goog-api-key")])
+def test_gemini_and_anthropic_over_http(replay_server, monkeypatch, kind, env, key_header):
     monkeypatch.setenv(env, SECRET)
     replay_server.script = [("reply", WRONG_COUNT), ("reply", GOOD)]
     scene = plan_scene(PROMPT, llm=f"{kind}:test-model@{replay_server.root}", use_cache=False, timeout=2.0,
                        transport_retries=0)
     assert len(scene.regions) == 3 and len(replay_server.requests) == 2
-    assert ("/messages" if kind == "anthropic" else "test-model:generateContent") in replay_server.paths[0]
+    assert replay_server.paths[0] == ("/v1/messages" if kind == "anthropic"
+                                      else "/v1beta/models/test-model:generateContent")
+    headers, body = replay_server.requests[1]
+    assert headers[key_header] == SECRET and "authorization" not in headers
+    if kind == "anthropic":
+        assert headers["anthropic-version"] and body["model"] == "test-model" and body["temperature"] == 0
+        assert "scene" in body["system"].lower() and body["messages"][-1]["role"] == "user"
+        assert [m["role"] for m in body["messages"][-3:-1]] == ["user", "assistant"]  # the corrective retry
+    else:
+        assert body["generationConfig"]["responseMimeType"] == "application/json"
+        assert body["systemInstruction"]["parts"][0]["text"] and body["contents"][-2]["role"] == "model"
     replay_server.script = [("status", 500, f"oops {SECRET}")]
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(BackendError, match="HTTP 500") as caught:
         plan_scene(PROMPT, llm=f"{kind}:test-model@{replay_server.root}", use_cache=False, timeout=2.0,
                    transport_retries=0)
     assert SECRET not in str(caught.value)

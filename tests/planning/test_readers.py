@@ -153,5 +153,25 @@ def test_fuzz_json_reply_reader(text):
 def test_read_reply_names_malformed_boxes_instead_of_crashing(box):
     # Found by the fuzzer in CI: an empty box list reached an index error in the repair step.
     text = json.dumps({"prompt": "p", "regions": [{"prompt": "a cat", "box": box}]})
-    with pytest.raises(PlanError, match="box"):
+    # Infinity is refused by the JSON reader itself, before any box is looked at.
+    with pytest.raises(PlanError, match="Infinity .* not allowed" if "Infinity" in text else "box"):
         read_reply(text, prompt="p", width=512, height=512)
+
+
+@pytest.mark.parametrize("text", ['{"regions": ' + "[" * 5_000 + "]" * 5_000 + "}",
+                                  '{"regions": [{"prompt": "a cat", "box": [0, 0, 1' + "0" * 400 + ', 1]}]}',
+                                  '{"regions": [{"prompt": "a cat", "box": [0, 0, 1' + "9" * 5000 + ', 1]}]}',
+                                  '{"width": NaN}'])
+def test_read_reply_bounds_depth_and_digits(text):
+    with pytest.raises(PlanParseError, match="nests|digits|not allowed"):
+        read_reply(text, prompt="p", width=512, height=512)
+
+
+def test_hostile_plan_cache_entries_are_misses(tmp_path):
+    from scenecraft.planning.cache import PlanCache
+
+    cache = PlanCache(tmp_path)
+    key = {"prompt": "p"}
+    for text in ("[" * 100_000, '{"key": {"prompt": "p"}, "scene": {"width": 1' + "0" * 5000 + "}}", "[]", "\xff"):
+        cache.path(key).write_text(text, encoding="utf-8", errors="surrogateescape")
+        assert cache.get(key) is None

@@ -7,12 +7,11 @@ A method is a module with a config class (extending :class:`SamplingConfig`) and
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..scene import Scene
+from ..scene import Scene, SceneError, load_json
 from .layout import LayoutConfig, LayoutPlusConfig, generate_layout, generate_layout_plus
 from .regional import RegionalConfig, generate_regional
 from .result import GenerationResult
@@ -73,8 +72,8 @@ def parse_setting(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ValueError(f"a setting must look like key=value, got {text!r}")
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
+        value = load_json(raw, what=f"setting {key.strip()}")
+    except SceneError:  # not JSON (or past the JSON limits): the text itself; the config's check judges it
         value = raw
     return key.strip(), tuple(value) if isinstance(value, list) else value
 

@@ -5,28 +5,32 @@
 ``openai:MODEL@http://host:port/v1``   any OpenAI-compatible server (vLLM, Ollama, llama.cpp
                                        server, LM Studio); key from ``OPENAI_API_KEY`` if set
 ``gemini:M@URL``, ``anthropic:M@URL``  the same APIs behind a proxy / gateway (key still needed)
-``gemini:gemini-2.0-flash``            Google, package ``google-genai``; key ``GEMINI_API_KEY``
-                                       (or ``GOOGLE_API_KEY``)
-``anthropic:claude-sonnet-4-5``        Anthropic, package ``anthropic``; key ``ANTHROPIC_API_KEY``
+``gemini:gemini-2.0-flash``            Google's REST API; key ``GEMINI_API_KEY`` (or ``GOOGLE_API_KEY``)
+``anthropic:claude-sonnet-4-5``        Anthropic's REST API; key ``ANTHROPIC_API_KEY``
 ``local:PATH``                         a transformers model folder, or a ``.gguf`` file (needs
                                        the ``gguf`` package), run on CPU/GPU with transformers
 =====================================  =======================================================
 
-Keys are read from the environment only, when a request is made, and never appear in messages or
-logs (:func:`redact` scrubs them from any error text). Optional packages are imported lazily.
+The remote backends speak each API's JSON over :mod:`scenecraft.planning.transport` (standard
+library; bounded time, size, retries and redirects), so they need no SDK. Keys are read from the
+environment only, when a request is made, and never appear in messages, logs, plans or the cache:
+the transport scrubs them from error texts and each backend from the reply text (a server that
+echoes the ``Authorization`` header cannot leak it). The local backend imports transformers lazily.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import BackendError, BackendSpecError
+from .transport import TransportLimits, check_base_url, post_json, scrub
 
-__all__ = ["Backend", "BackendSpec", "make_backend", "parse_spec", "redact", "KINDS"]
+__all__ = ["Backend", "BackendSpec", "TransportLimits", "make_backend", "parse_spec", "redact", "KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,21 +62,15 @@ def parse_spec(spec: str) -> BackendSpec:
     base_url = None
     if kind != "local" and "@" in rest:
         rest, _, base_url = rest.partition("@")
-        if not base_url.startswith(("http://", "https://")):
-            raise BackendSpecError(f"base URL must start with http:// or https://, got {base_url!r}")
+        check_base_url(base_url)
     if not rest.strip():
         raise BackendSpecError(f"LLM spec {spec!r} names no model; write e.g. openai:gpt-4o or local:/path/model.gguf")
     return BackendSpec(kind=kind, model=rest.strip(), base_url=base_url)
 
 
 def redact(text: str) -> str:
-    """``text`` with every configured API key replaced by ``***``."""
-    for names in _KEY_VARS.values():
-        for name in names:
-            secret = os.environ.get(name)
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-    return text
+    """``text`` with every configured API key (and its URL-encoded and base64 forms) replaced by ``***``."""
+    return scrub(text, _secrets(None))
 
 
 def _key(kind: str, required: bool = True) -> str | None:
@@ -102,101 +100,123 @@ class Backend(Protocol):
         ...
 
 
+def _split_messages(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
+    """The system text, and the other messages in order."""
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+    return system, [m for m in messages if m["role"] != "system"]
+
+
+def _reply_error(spec: BackendSpec, what: str) -> BackendError:
+    return BackendError(f"{spec} sent a reply without {what}")
+
+
 @dataclass
 class OpenAIBackend:
-    """OpenAI or an OpenAI-compatible server. ``timeout`` seconds per request, ``transport_retries``
-    retries of transport failures (connection errors, timeouts, 429 and 5xx), done by the client."""
+    """OpenAI's chat completions API, or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio).
+
+    ``limits`` bound each request (:class:`~scenecraft.planning.transport.TransportLimits`: total
+    deadline, body caps, retries, ``Retry-After`` cap, redirects). The key (``OPENAI_API_KEY``) is
+    required for OpenAI itself and sent when set for a compatible server.
+    """
 
     spec: BackendSpec
-    timeout: float = 60.0
-    transport_retries: int = 2
+    limits: TransportLimits = field(default_factory=TransportLimits)
     use_schema: bool = True
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, max_tokens: int) -> str:
-        openai = _import("openai", "openai", "openai")
-        key = _key("openai", required=self.spec.base_url is None) or "not-needed"
-        client = openai.OpenAI(api_key=key, base_url=self.spec.base_url, timeout=self.timeout,
-                               max_retries=self.transport_retries)
+        key = _key("openai", required=self.spec.base_url is None)
         # OpenAI's own API wants max_completion_tokens; compatible servers know max_tokens.
         limit = "max_tokens" if self.spec.base_url else "max_completion_tokens"
-        kwargs: dict[str, Any] = {"model": self.spec.model, "messages": messages, limit: max_tokens,
-                                  "temperature": 0}
+        payload: dict[str, Any] = {"model": self.spec.model, "messages": messages, limit: max_tokens,
+                                   "temperature": 0}
         if schema is not None and self.use_schema:
-            kwargs["response_format"] = {"type": "json_schema",
-                                         "json_schema": {"name": "scene", "schema": schema, "strict": False}}
-        attempts = 1 + self.transport_retries
+            payload["response_format"] = {"type": "json_schema",
+                                          "json_schema": {"name": "scene", "schema": schema, "strict": False}}
+        url = (self.spec.base_url or "https://api.openai.com/v1").rstrip("/") + "/chat/completions"
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        reply = post_json(url, payload, headers=headers, limits=self.limits, label=str(self.spec),
+                          secrets=_secrets(key))
         try:
-            reply = client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError as error:
-            raise BackendError(f"{self.spec} timed out after {attempts} attempt(s) of {self.timeout:g} s") from error
-        except openai.APIConnectionError as error:
-            raise BackendError(redact(f"{self.spec} unreachable after {attempts} attempt(s): {error}")) from error
-        except openai.APIStatusError as error:
-            body = redact(str(getattr(error, "message", "") or ""))[:300]
-            raise BackendError(f"{self.spec} answered HTTP {error.status_code} after {attempts} attempt(s): {body}") \
-                from error
-        finally:
-            client.close()
-        try:
-            content = reply.choices[0].message.content
-        except (AttributeError, IndexError, TypeError) as error:
-            raise BackendError(f"{self.spec} sent a reply without choices[0].message.content") from error
+            content = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as error:
+            raise _reply_error(self.spec, "choices[0].message.content") from error
         if not isinstance(content, str):
             raise BackendError(f"{self.spec} sent an empty reply")
-        return content
+        return scrub(content, _secrets(key))
 
 
 @dataclass
 class GeminiBackend:
-    """Google Gemini through ``google-genai`` (JSON mode; the schema is described in the prompt)."""
+    """Google Gemini's ``generateContent`` REST API (JSON mode; the schema is described in the prompt).
+
+    Key from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``; ``limits`` as for :class:`OpenAIBackend`.
+    """
 
     spec: BackendSpec
-    timeout: float = 60.0
-    transport_retries: int = 2
+    limits: TransportLimits = field(default_factory=TransportLimits)
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, max_tokens: int) -> str:
-        genai = _import("google.genai", "google-genai", "gemini")
-        types = _import("google.genai.types", "google-genai", "gemini")
+        key = _key("gemini")
+        system, chat = _split_messages(messages)
+        payload: dict[str, Any] = {
+            "contents": [{"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+                         for m in chat],
+            "generationConfig": {"maxOutputTokens": max_tokens, "temperature": 0,
+                                 **({"responseMimeType": "application/json"} if schema else {})},
+        }
+        if system:
+            payload["systemInstruction"] = {"parts": [{"text": system}]}
+        model = urllib.parse.quote(self.spec.model.removeprefix("models/"), safe="-._~")
+        base = (self.spec.base_url or "https://generativelanguage.googleapis.com").rstrip("/")
+        reply = post_json(f"{base}/v1beta/models/{model}:generateContent", payload, headers={"x-goog-api-key": key},
+                          limits=self.limits, label=str(self.spec), secrets=_secrets(key))
         try:
-            client = genai.Client(api_key=_key("gemini"), http_options=types.HttpOptions(
-                base_url=self.spec.base_url, timeout=int(self.timeout * 1000),
-                retry_options=types.HttpRetryOptions(attempts=1 + self.transport_retries)))
-        except BackendError:
-            raise
-        except Exception as error:  # an SDK too old for these options
-            raise BackendError(f"{self.spec}: cannot set up google-genai ({type(error).__name__}: {error})"[:300]) \
-                from error
-        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        contents = [types.Content(role="model" if m["role"] == "assistant" else "user",
-                                  parts=[types.Part(text=m["content"])]) for m in messages if m["role"] != "system"]
-        config = types.GenerateContentConfig(system_instruction=system, max_output_tokens=max_tokens, temperature=0,
-                                             response_mime_type="application/json" if schema else None)
-        try:
-            reply = client.models.generate_content(model=self.spec.model, contents=contents, config=config)
-        except Exception as error:  # the SDK's error classes vary between versions
-            raise BackendError(redact(f"{self.spec} failed: {type(error).__name__}: {error}")[:400]) from error
-        return reply.text or ""
+            parts = reply["candidates"][0]["content"]["parts"]
+            text = "".join(part.get("text", "") for part in parts if isinstance(part, dict))
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
+            blocked = reply.get("promptFeedback", {}).get("blockReason") if isinstance(reply, dict) else None
+            if isinstance(blocked, str):
+                raise BackendError(scrub(f"{self.spec} refused the prompt ({blocked})", _secrets(key))) from error
+            raise _reply_error(self.spec, "candidates[0].content.parts") from error
+        if not isinstance(text, str):
+            raise _reply_error(self.spec, "text parts")
+        return scrub(text, _secrets(key))
 
 
 @dataclass
 class AnthropicBackend:
-    """Anthropic's messages API (the schema is described in the prompt)."""
+    """Anthropic's messages REST API (the schema is described in the prompt).
+
+    Key from ``ANTHROPIC_API_KEY``; ``limits`` as for :class:`OpenAIBackend`.
+    """
 
     spec: BackendSpec
-    timeout: float = 60.0
-    transport_retries: int = 2
+    limits: TransportLimits = field(default_factory=TransportLimits)
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, max_tokens: int) -> str:
-        anthropic = _import("anthropic", "anthropic", "anthropic")
-        client = anthropic.Anthropic(api_key=_key("anthropic"), base_url=self.spec.base_url, timeout=self.timeout,
-                                     max_retries=self.transport_retries)
-        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        chat = [m for m in messages if m["role"] != "system"]
+        key = _key("anthropic")
+        system, chat = _split_messages(messages)
+        payload: dict[str, Any] = {"model": self.spec.model, "messages": chat, "max_tokens": max_tokens,
+                                   "temperature": 0}
+        if system:
+            payload["system"] = system
+        base = (self.spec.base_url or "https://api.anthropic.com").rstrip("/")
+        reply = post_json(f"{base}/v1/messages", payload, headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                          limits=self.limits, label=str(self.spec), secrets=_secrets(key))
         try:
-            reply = client.messages.create(model=self.spec.model, system=system, messages=chat, max_tokens=max_tokens)
-        except anthropic.APIError as error:
-            raise BackendError(redact(f"{self.spec} failed: {type(error).__name__}: {error}")[:400]) from error
-        return "".join(getattr(block, "text", "") for block in reply.content)
+            text = "".join(block["text"] for block in reply["content"]
+                           if isinstance(block, dict) and block.get("type") == "text")
+        except (KeyError, TypeError) as error:
+            raise _reply_error(self.spec, "content[].text") from error
+        if not isinstance(text, str):
+            raise _reply_error(self.spec, "text blocks")
+        return scrub(text, _secrets(key))
+
+
+def _secrets(key: str | None) -> tuple[str, ...]:
+    """The key sent and every configured key, for scrubbing."""
+    configured = tuple(os.environ.get(name) or "" for names in _KEY_VARS.values() for name in names)
+    return tuple(secret for secret in (key or "", *configured) if secret)
 
 
 @dataclass
@@ -227,8 +247,14 @@ class LocalBackend:
             _import("gguf", "gguf", "local (.gguf)")
             folder, kwargs["gguf_file"] = path.parent, path.name
         logger.info("loading local model %s", path)
-        self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs)
-        self._model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), **kwargs).to(self.device).eval()
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        except Exception as error:  # transformers' and gguf's readers raise many types on a foreign or corrupt file
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            raise BackendError(f"cannot load the local model {str(path)!r}: it is not a causal language model "
+                               f"transformers can read ({type(error).__name__}: {reason})") from error
+        self._tokenizer, self._model = tokenizer, model.to(self.device).eval()
 
     def complete(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None, max_tokens: int) -> str:
         import torch
@@ -246,23 +272,23 @@ class LocalBackend:
         return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def make_backend(spec: str | BackendSpec, *, timeout: float = 60.0, transport_retries: int = 2) -> Backend:
+def make_backend(spec: str | BackendSpec, *, timeout: float = 60.0, transport_retries: int = 2,
+                 limits: TransportLimits | None = None) -> Backend:
     """The backend for ``spec``. Nothing is imported or loaded until the first request.
 
     Args:
         spec: ``KIND:MODEL[@BASE_URL]`` (see the module docstring) or a parsed BackendSpec.
-        timeout: seconds per request for remote backends (default 60).
+        timeout: total seconds per request attempt for remote backends (default 60).
         transport_retries: retries of transport failures for remote backends (default 2; at most 5).
+        limits: every transport bound at once (overrides ``timeout`` and ``transport_retries``);
+            default ``TransportLimits(timeout=timeout, retries=transport_retries)``.
     """
     parsed = spec if isinstance(spec, BackendSpec) else parse_spec(spec)
-    if not (0 < timeout <= 3600):
-        raise BackendSpecError(f"timeout must be in (0, 3600] seconds, got {timeout!r}")
-    if not (isinstance(transport_retries, int) and 0 <= transport_retries <= 5):
-        raise BackendSpecError(f"transport_retries must be an integer in 0..5, got {transport_retries!r}")
+    limits = limits or TransportLimits(timeout=timeout, retries=transport_retries)
     if parsed.kind == "openai":
-        return OpenAIBackend(parsed, timeout=timeout, transport_retries=transport_retries)
+        return OpenAIBackend(parsed, limits=limits)
     if parsed.kind == "gemini":
-        return GeminiBackend(parsed, timeout=timeout, transport_retries=transport_retries)
+        return GeminiBackend(parsed, limits=limits)
     if parsed.kind == "anthropic":
-        return AnthropicBackend(parsed, timeout=timeout, transport_retries=transport_retries)
+        return AnthropicBackend(parsed, limits=limits)
     return LocalBackend(parsed)

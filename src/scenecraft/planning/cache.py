@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..scene import Scene, SceneError
+from ..scene import Scene, SceneError, load_json
 
 __all__ = ["PlanCache", "default_cache_dir", "plan_key"]
 
@@ -54,8 +54,8 @@ class PlanCache:
     def get(self, key: dict[str, Any]) -> Scene | None:
         path = self.path(key)
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if entry.get("key") != key:
+            entry = load_json(path.read_bytes(), what="plan cache entry")
+            if not isinstance(entry, dict) or entry.get("key") != key:
                 return None
             return Scene.from_dict(entry["scene"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, SceneError):

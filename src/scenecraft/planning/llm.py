@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..scene import Scene, SceneError
+from ..scene import Scene, SceneError, load_json
 from ..scene.split import SplitRatioError
 from .backends import Backend
 from .errors import PlanError, PlanParseError, PlanReadError, PlanValidationError
@@ -21,13 +21,11 @@ logger = logging.getLogger(__name__)
 
 def read_reply(text: str, *, prompt: str, width: int, height: int, min_side: float = DEFAULT_MIN_SIDE) -> Scene:
     """A reply in any supported form (Scene JSON, else LMD text, else RPG text) to a repaired Scene."""
-    import json
-
     if "{" in text:
         try:
-            data = json.loads(extract_json_object(text))
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise PlanParseError(f"invalid JSON: {error}"[:300], fmt="JSON reply") from error
+            data = load_json(extract_json_object(text), what="JSON reply")
+        except SceneError as error:
+            raise PlanParseError(str(error)[:300], fmt="JSON reply") from error
         if not isinstance(data, dict):
             raise PlanParseError("the JSON reply is not an object", fmt="JSON reply")
         data = {**data, "prompt": prompt, "width": width, "height": height}
