@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import struct
 from importlib.resources import files
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 __all__ = ["load_pipeline", "default_model", "recommended_settings", "method_settings", "pick_device", "pick_dtype", "detect_family",
            "is_gligen_model", "ModelLoadError"]
@@ -17,6 +21,12 @@ SETTINGS_FILE = "scenecraft.json"
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 # A key prefix that only SDXL single-file checkpoints carry (its second text encoder).
 _SDXL_KEY = "conditioner.embedders.1.model."
+# Every SD 1.x/2.x/SDXL single file in the original (LDM) layout keeps its UNet under this prefix.
+_UNET_KEY = "model.diffusion_model."
+# What diffusers' from_pretrained/from_single_file raise for a folder or file that is corrupt, incomplete or
+# foreign (bad JSON, bad configs, random weights, missing tensors, wrong shapes). Caught only around those calls.
+_LOAD_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError, EOFError,
+                pickle.UnpicklingError, SafetensorError)
 
 
 class ModelLoadError(RuntimeError):
@@ -38,9 +48,52 @@ def default_model() -> str:
 
 
 def _settings_file(model: str | Path) -> dict:
+    """A model folder's ``scenecraft.json`` (``{}`` if none); a corrupt or ill-shaped one is a ModelLoadError."""
     path = toyworld_path() if str(model) == TOYWORLD else Path(str(model)).expanduser()
     file = path / SETTINGS_FILE
-    return json.loads(file.read_text(encoding="utf-8")) if path.is_dir() and file.is_file() else {}
+    if not (path.is_dir() and file.is_file()):
+        return {}
+    fix = "fix the file or delete it (it only holds the model's recommended settings)"
+    settings = _read_json_object(file, fix)
+    methods = settings.get("methods", {})
+    if not isinstance(methods, dict):
+        raise ModelLoadError(f'{file}: "methods" must be an object mapping a method name to its settings, not '
+                             f"{_json_kind(methods)}; {fix}")
+    for name, value in methods.items():
+        if not isinstance(value, dict):
+            raise ModelLoadError(f'{file}: "methods" entry {name!r} must be an object of settings, not '
+                                 f"{_json_kind(value)}; {fix}")
+    for key in ("num_inference_steps", "guidance_scale"):
+        value = settings.get(key)
+        if key in settings and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ModelLoadError(f'{file}: "{key}" must be a number, not {_json_kind(value)}; {fix}')
+    return settings
+
+
+def _read_json_object(file: Path, fix: str) -> dict:
+    """The JSON object in ``file``; a file that is not UTF-8, not JSON or not an object is a ModelLoadError
+    whose sentence names the file, what is wrong and ``fix``."""
+    data = file.read_bytes()
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ModelLoadError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); {fix}") from error
+    except json.JSONDecodeError as error:
+        where = f"{error.msg} at line {error.lineno} column {error.colno}"
+        what = "is empty" if not data.strip() else f"is not valid JSON ({where})"
+        raise ModelLoadError(f"{file} {what}; {fix}") from error
+    except RecursionError as error:
+        raise ModelLoadError(f"{file} is nested too deeply to read; {fix}") from error
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{file} must hold a JSON object, not {_json_kind(value)}; {fix}")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    kinds = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def method_settings(model: str | Path, method: str) -> dict:
@@ -64,15 +117,62 @@ def recommended_settings(model: str | Path) -> dict[str, float]:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else the available accelerator (CUDA, MPS, XPU...), else the CPU."""
+    """``device`` if given, else the available accelerator (CUDA, MPS, XPU...), else the CPU.
+
+    A given device that is not a device name, or that this machine does not have (``cuda`` without CUDA,
+    ``cuda:7`` on a machine with fewer GPUs, ``mps`` off a Mac), is a ModelLoadError naming the devices there are.
+    """
     if device is not None:
-        return torch.device(device)
+        return _available_device(device)
     accelerator = getattr(torch, "accelerator", None)
     if accelerator is not None and accelerator.is_available():
         return accelerator.current_accelerator()
     if torch.cuda.is_available():
         return torch.device(torch.cuda.current_device())
     return torch.device("cpu")
+
+
+_DEVICE_LABELS = {"cuda": "CUDA", "mps": "MPS (Apple GPU)", "xpu": "XPU (Intel GPU)"}
+
+
+def _available_device(device: str | torch.device) -> torch.device:
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ModelLoadError(f"device {str(device)!r} is not a device name: give cpu, cuda, cuda:N, mps or xpu "
+                             f"(available here: {', '.join(_available_devices())})") from error
+    kind, index = parsed.type, parsed.index
+    if kind == "cpu":
+        return parsed
+    here = f"(available: {', '.join(_available_devices())})"
+    if kind == "meta":
+        raise ModelLoadError(f"device {str(device)!r} holds no data and cannot run a model; give a real device {here}")
+    label = _DEVICE_LABELS.get(kind, kind)
+    if kind == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    else:
+        backend = getattr(torch, kind, None)
+        is_available, device_count = getattr(backend, "is_available", None), getattr(backend, "device_count", None)
+        available = callable(is_available) and bool(is_available())
+        count = device_count() if available and callable(device_count) else None
+    if not available:
+        raise ModelLoadError(f"device {str(device)!r} is not available here: this machine has no {label} device {here}")
+    if index is not None and count is not None and index >= count:
+        names = f"{kind}:0" if count == 1 else f"{kind}:0 to {kind}:{count - 1}"
+        raise ModelLoadError(f"device {str(device)!r} is not available here: this machine has {count} {label} "
+                             f"device{'s' if count != 1 else ''}, {names} {here}")
+    return parsed
+
+
+def _available_devices() -> list[str]:
+    names = ["cpu"]
+    for kind in ("cuda", "xpu"):
+        backend = getattr(torch, kind, None)
+        if backend is not None and backend.is_available():
+            names += [kind] + [f"{kind}:{i}" for i in range(backend.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
 
 
 def pick_dtype(device: torch.device, dtype: torch.dtype | str | None = None) -> torch.dtype:
@@ -95,9 +195,25 @@ def detect_family(model: str | Path) -> str:
         index = path / "model_index.json"
         if not index.is_file():
             raise ModelLoadError(f"{path} is not a diffusers pipeline folder: it has no model_index.json")
-        return _family_of_class(json.loads(index.read_text())["_class_name"])
-    keys = _checkpoint_keys(path)
+        fix = "download the model folder again"
+        return _family_of_class(_class_name(_read_json_object(index, fix), str(index), fix), str(index))
+    return _family_of_keys(_checkpoint_keys(path))
+
+
+def _family_of_keys(keys: list[str]) -> str:
     return "sdxl" if any(k.startswith(_SDXL_KEY) for k in keys) else "sd"
+
+
+def _class_name(index: dict, source: str, fix: str) -> str:
+    """The pipeline class a ``model_index.json`` object names; a missing or non-string one is a ModelLoadError."""
+    if "_class_name" not in index:
+        raise ModelLoadError(f'{source} names no pipeline class (it has no "_class_name"), so it is not a diffusers '
+                             f"pipeline's model_index.json; {fix}")
+    name = index["_class_name"]
+    if not isinstance(name, str):
+        raise ModelLoadError(f'{source}: "_class_name" must be a pipeline class name (a string), not '
+                             f"{_json_kind(name)}; {fix}")
+    return name
 
 
 def is_gligen_model(model: str | Path) -> bool:
@@ -114,10 +230,16 @@ def is_gligen_model(model: str | Path) -> bool:
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"could not read unet/config.json of {str(model)!r}: {error}\nIf this is a hub id and you "
                              f"are offline, download it first and pass the folder") from error
+    except (KeyError, TypeError, AttributeError) as error:  # a config.json that is JSON but not a config object
+        raise ModelLoadError(f"could not read unet/config.json of {str(model)!r}: {_reason(error)}; download the "
+                             f"model folder again") from error
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"unet/config.json of {str(model)!r} must hold a JSON object, not {_json_kind(config)}; "
+                             f"download the model folder again")
     return config.get("attention_type") in ("gated", "gated-text-image")
 
 
-def _family_of_class(class_name: str) -> str:
+def _family_of_class(class_name: str, source: str | None = None) -> str:
     if class_name.startswith("StableDiffusionGLIGEN"):
         # GLIGEN checkpoints are SD 1.x plus gated self-attention; diffusers' GLIGEN pipelines are deprecated, so
         # they load as a StableDiffusionPipeline of the same components (is_gligen_model tells them apart).
@@ -126,17 +248,79 @@ def _family_of_class(class_name: str) -> str:
         return "sdxl"
     if class_name.startswith("StableDiffusion"):
         return "sd"
-    raise ModelLoadError(f"pipeline class {class_name} is not Stable Diffusion 1.x/2.x or SDXL")
+    where = f" (named by {source})" if source else ""
+    raise ModelLoadError(f"pipeline class {class_name}{where} is not Stable Diffusion 1.x/2.x or SDXL: scenecraft "
+                         f"loads only those (GLIGEN included)")
 
 
 def _checkpoint_keys(path: Path) -> list[str]:
+    """The tensor names of a single checkpoint file; an empty, corrupt or foreign file, or a pickle that is not
+    plain weights, is a ModelLoadError (torch.load runs with ``weights_only=True``: no pickled code ever runs)."""
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"checkpoint file {path} is empty (0 bytes): its download failed or was cut short; "
+                             f"download it again")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            return list(handle.keys())
-    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    return list(state.get("state_dict", state).keys())
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return list(handle.keys())
+        except SafetensorError as error:
+            raise ModelLoadError(f"checkpoint file {path} is not a valid .safetensors file ({error}): it is corrupt, "
+                                 f"truncated or of another format; download it again") from error
+    state = _load_weights_only(path)
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"checkpoint file {path} holds {_python_kind(state)}, not a dict of named weights, so it "
+                             f"is not a Stable Diffusion checkpoint")
+    return [key for key in state if isinstance(key, str)]
+
+
+def _load_weights_only(path: Path):
+    """``torch.load`` with ``weights_only=True``, its refusals and read failures turned into ModelLoadErrors."""
+    try:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            # Not a zip-format torch file (an old torch.save format, or no torch file at all): read it whole.
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if found := re.search(r"GLOBAL ([\w.]+)", message):
+            raise ModelLoadError(
+                f"checkpoint file {path} is refused: it is not a plain weights file (its pickle calls "
+                f"{found.group(1)}), and scenecraft never runs pickled code; use a .safetensors version of the model"
+            ) from error
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", message)
+        raise ModelLoadError(
+            f"checkpoint file {path} is not a plain PyTorch weights file (torch's weights-only reader stopped at: "
+            f"{detail.group(1).strip() if detail else _reason(error)}): it is corrupt, truncated, of another format or "
+            f"a pickle of more than weights, which scenecraft never runs; download it again or use a .safetensors "
+            f"version"
+        ) from error
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
+            struct.error) as error:
+        raise ModelLoadError(f"checkpoint file {path} is not a readable PyTorch weights file ({_reason(error)}): it is "
+                             f"corrupt, truncated or of another format; download it again") from error
+
+
+def _python_kind(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a single tensor of shape {tuple(value.shape)}"
+    name = type(value).__name__
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
+def _reason(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters) for a wrapped library error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _single_file_help(path: Path, family: str, error: Exception) -> str:
@@ -157,6 +341,15 @@ def _single_file_help(path: Path, family: str, error: Exception) -> str:
     )
 
 
+def _single_file_errors() -> tuple[type[BaseException], ...]:
+    """:data:`_LOAD_ERRORS` plus diffusers' own error for a checkpoint that lacks a component's weights."""
+    try:
+        from diffusers.loaders.single_file_utils import SingleFileComponentError
+    except ImportError:  # another diffusers version: its errors are among _LOAD_ERRORS
+        return _LOAD_ERRORS
+    return (*_LOAD_ERRORS, SingleFileComponentError)
+
+
 def _pipeline_class(family: str):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -170,17 +363,50 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
         model = str(toyworld_path())
     path = Path(model).expanduser()
     if path.is_dir():
-        return _pipeline_class(detect_family(path)).from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        cls = _pipeline_class(detect_family(path))
+        try:
+            return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        except ModelLoadError:
+            raise
+        except _LOAD_ERRORS as error:
+            raise ModelLoadError(
+                f"could not load the diffusers folder {path}: {_reason(error)}\nOne of its components' configs or "
+                f"weights is missing, corrupt or does not fit its model_index.json; download the folder again."
+            ) from error
     if path.suffix in _SINGLE_FILE_SUFFIXES:
         if not path.is_file():
             raise ModelLoadError(f"checkpoint file {path} does not exist")
-        family = detect_family(path)
+        keys = _checkpoint_keys(path)
+        if not any(key.startswith(_UNET_KEY) for key in keys):
+            sample = ", ".join(repr(key) for key in keys[:3]) or "none"
+            raise ModelLoadError(
+                f"checkpoint file {path} holds no Stable Diffusion UNet weights (no tensor name starts with "
+                f"{_UNET_KEY!r}; its first are {sample}): it is not an SD 1.x/2.x or SDXL checkpoint in the original "
+                f"single-file layout"
+            )
+        family = _family_of_keys(keys)
+        cls = _pipeline_class(family)
         if single_file_config:
-            return _pipeline_class(family).from_single_file(str(path), dtype=dtype, config=single_file_config)
+            try:
+                return cls.from_single_file(str(path), dtype=dtype, config=single_file_config)
+            except ModelLoadError:
+                raise
+            except _single_file_errors() as error:
+                raise ModelLoadError(
+                    f"could not load the checkpoint file {path} with the configs of {single_file_config!r}: "
+                    f"{_reason(error)}\nThe file may be corrupt, or of another family than the configs' folder; if "
+                    f"single_file_config (--model-config) is a hub id and you are offline, download it first and "
+                    f"pass the folder."
+                ) from error
         try:
-            return _pipeline_class(family).from_single_file(str(path), dtype=dtype)
+            return cls.from_single_file(str(path), dtype=dtype)
         except (OSError, ValueError) as error:
             raise ModelLoadError(_single_file_help(path, family, error)) from error
+        except ModelLoadError:
+            raise
+        except _single_file_errors() as error:
+            raise ModelLoadError(f"could not load the checkpoint file {path}: {_reason(error)}\nThe file is corrupt "
+                                 f"or not a Stable Diffusion checkpoint; download it again.") from error
     if model.count("/") != 1 or path.exists():
         raise ModelLoadError(
             f"{model!r} is neither a local diffusers folder, a checkpoint file ({', '.join(_SINGLE_FILE_SUFFIXES)}) "
@@ -188,8 +414,19 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
         )
     from diffusers import DiffusionPipeline
 
-    class_name = DiffusionPipeline.load_config(model)["_class_name"]
-    return _pipeline_class(_family_of_class(class_name)).from_pretrained(model, dtype=dtype)
+    config = DiffusionPipeline.load_config(model)
+    source = f"the model_index.json of {model!r}"
+    fix = "it is not a diffusers pipeline, or its download is corrupt"
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{source} must hold a JSON object, not {_json_kind(config)}; {fix}")
+    cls = _pipeline_class(_family_of_class(_class_name(config, source, fix), source))
+    try:
+        return cls.from_pretrained(model, dtype=dtype)
+    except (OSError, ValueError, ModelLoadError):
+        raise  # load_pipeline says how to download it
+    except _LOAD_ERRORS as error:
+        raise ModelLoadError(f"could not load {model!r}: {_reason(error)}\nIts downloaded files are corrupt or "
+                             f"incomplete; download it again.") from error
 
 
 def load_pipeline(
