@@ -307,3 +307,55 @@ def test_read_metadata_reads_what_save_png_wrote(tmp_path):
     metadata = read_metadata(path)
     assert metadata.scene == scene and metadata.parameters == "params" and metadata.generation == {"seed": 3}
     assert metadata.cut == ()
+
+
+# --- Cause 4: unbounded work is refused at the door, with the limit and how to raise it ----------------
+
+@pytest.mark.parametrize("args, message", [
+    (["a cat", "--width", "0"], "--width must be at least 8 pixels, got 0"),
+    (["a cat", "--height", "4"], "--height must be at least 8 pixels"),
+    (["a cat", "--width", "100000"], "more than the 16,384 pixels per side allowed (raise it with --limit max_side"),
+    (["a cat", "--steps", "100000"], "num_inference_steps is 100,000, more than the 1000"),
+    (["a cat", "-n", "100000"], "num_images is 100,000, more than the 64"),
+    (["a cat", "--limit", "nope=3"], "--limit must be KEY=VALUE with KEY one of"),
+    (["a cat", "--limit", "max_side=big"], "--limit max_side must be a whole number"),
+    (["a cat", "--limit", "max_side=0"], "SceneLimits.max_side must be a positive integer"),
+])
+def test_generate_refuses_unbounded_work_before_loading(args, message, tmp_path, no_expensive_work):
+    assert_sentence(run("generate", *args, "--out", tmp_path / "x.png"), message)
+
+
+def _scene_file(tmp_path, **changes):
+    data = {"prompt": "a cat", "width": 512, "height": 512, "regions": [{"prompt": "a cat", "box": [0, 0, 1, 1]}]}
+    path = tmp_path / "scene.json"
+    path.write_text(__import__("json").dumps(data | changes))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"width": 100000}, "width is 100000, more than the 16,384 pixels per side allowed (SceneLimits.max_side"),
+    ({"width": 0}, "width must be a positive integer"),
+    ({"regions": [{"prompt": "a cat", "box": [0, 0, 1, 1]}] * 10000}, "regions has 10,000 entries, more than the 256"),
+    ({"prompt": "a cat " * 200_000}, "more than the 10,000"),
+    ({"width": 16384, "height": 16384}, "more than the 67,108,864 pixels allowed (SceneLimits.max_pixels"),
+])
+def test_a_scene_file_cannot_bypass_the_limits(changes, message, tmp_path, no_expensive_work):
+    result = run("generate", "--scene", _scene_file(tmp_path, **changes), "--out", tmp_path / "x.png")
+    assert_sentence(result, message)
+
+
+def test_limit_raises_a_scene_limit(tmp_path, no_expensive_work):
+    wide = _scene_file(tmp_path, width=20000, height=64)
+    assert_sentence(run("generate", "--scene", wide, "--out", tmp_path / "x.png"), "SceneLimits.max_side")
+    raised = run("generate", "--scene", wide, "--limit", "max_side=32768", "--out", tmp_path / "x.png")
+    assert isinstance(raised.exception, AssertionError) and "expensive work started" in str(raised.exception)
+    assert raised.exit_code != 2  # past the door: the (forbidden) model load is what stopped it
+
+
+def test_sampling_config_caps_steps_and_images():
+    from scenecraft.generation.sampling import SamplingConfig
+
+    SamplingConfig(num_inference_steps=1000, num_images=64).check()
+    for bad in ({"num_inference_steps": 1001}, {"num_images": 65}):
+        with pytest.raises(ValueError, match="more than"):
+            SamplingConfig(**bad).check()

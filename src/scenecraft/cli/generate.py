@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..scene import Scene, SceneError
+from ..scene import DEFAULT_LIMITS, Scene, SceneError, SceneLimits
 from .app import app, progress_bar, quiet_libraries
 from .errors import UserError, check_folder, check_output_path, note, printable
 
@@ -27,6 +28,7 @@ def build_scene(
     width: int | None,
     height: int | None,
     default_size: int,
+    limits: SceneLimits | None = None,
 ) -> Scene:
     """The scene of a ``generate`` call: from a file, from --split/--region, or planned from the prompt.
 
@@ -35,20 +37,56 @@ def build_scene(
     if scene_file is not None:
         if prompt or split or regions:
             raise SceneError("give either --scene or a prompt (with --split/--region), not both")
-        scene = Scene.from_json(_read_text(scene_file, "--scene"))
-        return scene.with_size(width or scene.width, height or scene.height)
-    width, height = width or default_size, height or default_size
+        scene = Scene.from_json(_read_text(scene_file, "--scene"), limits=limits)
+        return scene.with_size(_given(width, scene.width), _given(height, scene.height))
+    width, height = _given(width, default_size), _given(height, default_size)
     if not prompt:
         raise SceneError("give a prompt, or --scene scene.json")
     if regions:
         split = split or ",".join("1" for _ in regions)
-        return Scene.from_split(prompt, split, regions, width=width, height=height)
+        return Scene.from_split(prompt, split, regions, width=width, height=height, limits=limits)
     if split:
         raise SceneError(f"--split {split!r} needs one --region prompt per region")
     from ..planning import plan_scene
 
     kwargs = {"layout": layout} if layout else {}
     return plan_scene(prompt, llm=llm, width=width, height=height, **kwargs)
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def check_size_flags(width: int | None, height: int | None, limits: SceneLimits | None) -> None:
+    """Refuse ``--width``/``--height`` of 0, below 8 or past ``limits`` before any model is loaded."""
+    limits = limits or DEFAULT_LIMITS
+    for name, value in (("--width", width), ("--height", height)):
+        if value is None:
+            continue
+        if value < 8:
+            raise UserError(f"{name} must be at least 8 pixels, got {value}")
+        if value > limits.max_side:
+            raise UserError(f"{name} {value} is more than the {limits.max_side:,} pixels per side allowed "
+                            f"(raise it with --limit max_side=...); past the model's native size, panoramas and "
+                            "high-resolution scenes are the way")
+
+
+def parse_limits(texts: list[str]) -> SceneLimits | None:
+    """``--limit KEY=VALUE`` options as a SceneLimits (None when there are none)."""
+    if not texts:
+        return None
+    known = {item.name for item in dataclasses.fields(SceneLimits)}
+    values = {}
+    for text in texts:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise UserError(f"--limit must be KEY=VALUE with KEY one of {', '.join(sorted(known))}; got {text!r}")
+        try:
+            values[key] = int(raw.replace("_", "").replace(",", "").strip())
+        except ValueError:
+            raise UserError(f"--limit {key} must be a whole number, got {raw!r}") from None
+    return SceneLimits(**values)
 
 
 def _read_text(path: Path, option: str) -> str:
@@ -81,6 +119,7 @@ def generate(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, mps... (default: the best available).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output PNG (default scenecraft-SEED.png).")] = None,
+    limit: Annotated[Optional[list[str]], typer.Option(help="Raise a scene limit KEY=VALUE, e.g. --limit max_side=32768 (see the README's limits table); repeatable.")] = None,
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
     from ..generation import load_pipeline
@@ -89,6 +128,10 @@ def generate(
     from ..planning.cache import default_cache_dir
 
     check_output_path(out or Path("scenecraft.png"), "--out", (".png",))
+    limits = parse_limits(limit or [])
+    check_size_flags(width, height, limits)
+    if scene_file is not None:  # a bad scene file is found before the model loads
+        Scene.from_json(_read_text(scene_file, "--scene"), limits=limits)
     if llm and not (scene_file or region):
         check_folder(default_cache_dir(), "the plan cache")
     quiet_libraries()
@@ -98,7 +141,7 @@ def generate(
     with console.status(Text(printable(f"loading {model}"))):
         pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native)
+    scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native, limits)
     if negative is not None:
         scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
     with progress_bar(console) as progress:

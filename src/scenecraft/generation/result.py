@@ -9,9 +9,13 @@ from typing import Any
 
 from ..scene import Scene
 
-__all__ = ["GenerationResult", "resolve_seed", "check_common_settings", "MAX_SEED"]
+__all__ = ["GenerationResult", "resolve_seed", "check_common_settings", "MAX_SEED", "MAX_STEPS", "MAX_IMAGES"]
 
 MAX_SEED = 2**32 - 1
+#: Every SD/SDXL scheduler is trained on 1000 timesteps: more steps only repeat them.
+MAX_STEPS = 1000
+#: Images one call denoises as one batch (memory grows with it); more: call again with another seed.
+MAX_IMAGES = 64
 
 
 @dataclass
@@ -50,9 +54,15 @@ def check_common_settings(num_inference_steps: int, guidance_scale: float, num_i
     """Reject knobs every method shares with a sentence naming the argument and the value seen."""
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    if num_inference_steps > MAX_STEPS:
+        raise ValueError(f"num_inference_steps is {num_inference_steps:,}, more than the {MAX_STEPS} the scheduler has "
+                         "(its 1000 training timesteps; more steps only repeat them, and 20-50 are usual)")
     if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+    if num_images > MAX_IMAGES:
+        raise ValueError(f"num_images is {num_images:,}, more than the {MAX_IMAGES} one call denoises as one batch "
+                         "(MAX_IMAGES); for more, call again with another seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         raise ValueError(f"seed must be None or an integer in [0, {MAX_SEED}], got {seed!r}")
