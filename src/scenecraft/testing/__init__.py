@@ -9,7 +9,6 @@ and time ids) at a size that runs 20 steps in about a second on one CPU core. We
 from __future__ import annotations
 
 import json
-from importlib.resources import files
 from pathlib import Path
 
 from .single_file import save_tiny_single_file
