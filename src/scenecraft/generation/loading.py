@@ -166,7 +166,7 @@ def _available_device(device: str | torch.device) -> torch.device:
 
 def _available_devices() -> list[str]:
     names = ["cpu"]
-    for kind in ("cuda", "xpu"):
+    for kind in (kind for kind in _DEVICE_LABELS if kind != "mps"):  # mps has no device_count of its own
         backend = getattr(torch, kind, None)
         if backend is not None and backend.is_available():
             names += [kind] + [f"{kind}:{i}" for i in range(backend.device_count())]

@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from ..scene import SceneError, SceneLimits, load_json
@@ -73,12 +73,10 @@ class TransportLimits:
         if isinstance(self.max_retry_after, bool) or not isinstance(self.max_retry_after, (int, float)) \
                 or not 0 <= self.max_retry_after <= 3600:
             raise BackendSpecError(f"max_retry_after must be in [0, 3600] seconds, got {self.max_retry_after!r}")
-        for item in fields(self):
-            if item.name in ("max_body_bytes", "max_inflated_bytes", "max_redirects"):
-                value = getattr(self, item.name)
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise BackendSpecError(f"TransportLimits.{item.name} must be a non-negative integer, "
-                                           f"got {value!r}")
+        for name in ("max_body_bytes", "max_inflated_bytes", "max_redirects"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BackendSpecError(f"TransportLimits.{name} must be a non-negative integer, got {value!r}")
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
