@@ -7,7 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenecraft.scene import Box, Cell, Mask, Region, Scene, SceneError, parse_split, resample_mask, scene_json_schema
+from scenecraft.scene import (
+    Box,
+    Cell,
+    LoraRef,
+    Mask,
+    Region,
+    Scene,
+    SceneError,
+    SceneLimits,
+    parse_split,
+    resample_mask,
+    scene_json_schema,
+)
 
 GRIDS = [(1, 1), (8, 8), (9, 17), (5, 9), (3, 5), (64, 64)]
 
@@ -109,6 +121,13 @@ def _example_scenes():
               regions=[Region("a cat", Box(0.1, 0.2, 0.4, 0.9), negative_prompt="dog"), Region("a cat", Box(0.6, 0.2, 0.9, 0.9))]),
         Scene(prompt="mask", regions=[Region("blob", Mask.from_array(np.eye(4)))]),
         Scene(prompt="just a prompt"),
+        Scene(prompt="a cat in a painted room", regions=[
+            Region("a cat", Box(0.1, 0.2, 0.5, 0.9),
+                   lora=(LoraRef("loras/cat.safetensors", 0.8), LoraRef("org/style"))),
+            Region("a room", Box(0.5, 0.0, 1.0, 1.0), lora=(LoraRef("/abs/ölgemälde.safetensors", -1.5),)),
+            Region("a lamp", Box(0.0, 0.0, 0.1, 0.1))]),
+        Scene(prompt="p", split="1,1", regions=[Region("left", Cell(0), lora=[LoraRef("l.safetensors", 10)]),
+                                                Region("right", Cell(1))]),
     ]
 
 
@@ -159,3 +178,124 @@ def test_box_from_lmd_pixels():
 def test_cell_index_must_be_an_integer():
     with pytest.raises(SceneError):
         Cell(-1)
+
+
+# ----------------------------------------------------------------- per-region LoRA references (issue 9)
+def test_lora_round_trips_and_is_written_only_where_given():
+    scene = _example_scenes()[-2]
+    data = scene.to_dict()
+    assert data["regions"][0]["lora"] == [{"path": "loras/cat.safetensors", "scale": 0.8},
+                                          {"path": "org/style", "scale": 1.0}]
+    assert data["regions"][1]["lora"] == [{"path": "/abs/ölgemälde.safetensors", "scale": -1.5}]
+    assert "lora" not in data["regions"][2]
+    assert list(data["regions"][0]) == ["prompt", "box", "lora"]
+    assert Scene.from_dict(data) == scene and Scene.from_json(scene.to_json()) == scene
+    assert Scene.from_json(scene.to_json()).regions[0].lora[1] == LoraRef("org/style", 1.0)
+
+
+def test_scenes_without_lora_keep_their_json_byte_for_byte():
+    text = ('{"version": 1, "prompt": "p", "base_prompt": null, "base_ratio": 0.3, "background_prompt": null, '
+            '"negative_prompt": "", "width": 512, "height": 512, "split": null, "regions": [{"prompt": "a", '
+            '"box": [0.0, 0.0, 1.0, 1.0], "negative_prompt": "b"}]}')
+    assert Scene.from_json(text).to_json(indent=None) == text
+    empty = Scene.from_dict({"prompt": "p", "regions": [{"prompt": "a", "box": [0, 0, 1, 1], "lora": []}]})
+    assert empty.regions[0].lora == () and "lora" not in empty.to_dict()["regions"][0]
+    assert empty == Scene(prompt="p", regions=[Region("a", Box(0, 0, 1, 1))])
+
+
+def test_lora_defaults_normalisation_equality_and_hash():
+    assert LoraRef("a").scale == 1.0 and isinstance(LoraRef("a", 2).scale, float)
+    assert Region("a", Cell(0)).lora == ()
+    listed = Region("a", Box(0, 0, 1, 1), lora=[LoraRef("x", 0.5)])
+    tupled = Region("a", Box(0, 0, 1, 1), lora=(LoraRef("x", 0.5),))
+    assert listed.lora == tupled.lora == (LoraRef("x", 0.5),) and listed == tupled
+    assert hash(listed) == hash(tupled) and hash(LoraRef("x", 0.5)) == hash(LoraRef("x", 0.5))
+    assert listed != Region("a", Box(0, 0, 1, 1), lora=[LoraRef("x", 0.6)])
+    assert listed != Region("a", Box(0, 0, 1, 1))
+    order = [LoraRef("x"), LoraRef("y")]
+    assert Region("a", Cell(0), lora=order) != Region("a", Cell(0), lora=order[::-1])  # the order is kept
+    scene = Scene(prompt="p", regions=[listed])
+    assert {scene: 1}[Scene(prompt="p", regions=[tupled])] == 1
+
+
+def test_lora_scale_is_read_from_json_with_the_default_and_integers():
+    lora = [{"path": "a"}, {"path": "b", "scale": -2}, {"scale": 0, "path": "c"}]
+    data = {"prompt": "p", "regions": [{"prompt": "a", "box": [0, 0, 1, 1], "lora": lora}]}
+    assert Scene.from_dict(data).regions[0].lora == (LoraRef("a", 1.0), LoraRef("b", -2.0), LoraRef("c", 0.0))
+
+
+def test_schema_validates_lora_and_refuses_what_from_dict_refuses():
+    schema = scene_json_schema()
+    for scene in _example_scenes()[-2:]:
+        jsonschema.validate(scene.to_dict(), schema)
+    region = {"prompt": "a", "box": [0, 0, 1, 1]}
+    for lora in ([{"path": ""}], [{"scale": 1}], [{"path": "a", "scale": 11}], [{"path": "a", "x": 1}], {"path": "a"},
+                 ["a"], [{"path": "a", "scale": "1"}], [{"path": "a" * 4097}]):
+        data = {"prompt": "p", "regions": [{**region, "lora": lora}]}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(data, schema)
+        with pytest.raises(SceneError, match=r"regions\[0\]: lora"):
+            Scene.from_dict(data)
+
+
+@pytest.mark.parametrize("lora, message", [
+    (5, r"regions\[0\]: lora must be a list of \{'path': \.\.\., 'scale': \.\.\.\} objects, got int"),
+    ("a.safetensors", "lora must be a list"),
+    ({"path": "a"}, "lora must be a list"),
+    (None, "lora must be a list"),
+    ([["a", 1]], r"regions\[0\]: lora\[0\]: must be an object"),
+    ([{"path": "a"}, "b"], r"lora\[1\]: must be an object .*got str"),
+    ([{"scale": 1}], r"lora\[0\]: needs a 'path'"),
+    ([{"path": "a", "weight": 1}], r"lora\[0\]: unknown lora field\(s\) \['weight'\]; allowed: \['path', 'scale'\]"),
+    ([{"path": ""}], "a LoRA path must be a non-empty string, got ''"),
+    ([{"path": "   "}], "non-empty string"),
+    ([{"path": 3}], "a LoRA path must be a non-empty string, got 3"),
+    ([{"path": "a", "scale": "1"}], r"a LoRA scale must be a finite number, got '1'"),
+    ([{"path": "a", "scale": 10.5}], r"a LoRA scale must lie in \[-10, 10\], got 10.5"),
+    ([{"path": "a", "scale": -11}], r"must lie in \[-10, 10\]"),
+    ([{"path": "a"}, {"path": "a", "scale": 0.5}], r"lora\[1\] repeats the path 'a'"),
+    ([{"path": str(i)} for i in range(9)],
+     r"regions\[0\]: lora has 9 entries, more than the 8 allowed \(SceneLimits.max_loras_per_region"),
+])
+def test_invalid_lora_entries_name_the_problem(lora, message):
+    with pytest.raises(SceneError, match=message):
+        Scene.from_dict({"prompt": "p", "regions": [{"prompt": "a", "box": [0, 0, 1, 1], "lora": lora}]})
+
+
+def test_lora_limits_apply_to_python_scenes_and_can_be_raised():
+    many = [LoraRef(f"l{i}.safetensors") for i in range(9)]
+    region = Region("a", Box(0, 0, 1, 1), lora=many)  # a region alone knows no limits
+    with pytest.raises(SceneError, match=r"regions\[0\] lora has 9 entries.*max_loras_per_region"):
+        Scene(prompt="p", regions=[region])
+    limits = SceneLimits(max_loras_per_region=16)
+    scene = Scene(prompt="p", regions=[region], limits=limits)
+    assert Scene.from_json(scene.to_json(), limits=limits) == scene
+    with pytest.raises(SceneError, match="max_loras_per_region"):
+        Scene.from_json(scene.to_json())
+    one = SceneLimits(max_loras_per_region=1)
+    assert Scene(prompt="p", split="1", regions=[Region("a", Cell(0), lora=[LoraRef("x")])], limits=one)
+    with pytest.raises(SceneError, match=r"lora has 2 entries, more than the 1 allowed"):
+        Scene(prompt="p", split="1", regions=[Region("a", Cell(0), lora=[LoraRef("x"), LoraRef("y")])], limits=one)
+
+
+def test_python_regions_check_their_lora_values():
+    with pytest.raises(SceneError, match="a region's lora must be a list of LoraRef, got str"):
+        Region("a", Box(0, 0, 1, 1), lora="x.safetensors")
+    with pytest.raises(SceneError, match=r"a region's lora\[0\] must be a LoraRef, got dict"):
+        Region("a", Box(0, 0, 1, 1), lora=[{"path": "x"}])
+    with pytest.raises(SceneError, match=r"lora\[1\] repeats the path 'x'"):
+        Region("a", Box(0, 0, 1, 1), lora=[LoraRef("x"), LoraRef("x", 2)])
+    with pytest.raises(SceneError, match="a LoRA scale must be a finite number"):
+        LoraRef("x", None)
+
+
+def test_the_llm_layout_schema_has_no_lora_and_llm_replies_lose_theirs():
+    from scenecraft.planning.llm import read_reply
+    from scenecraft.planning.templates import layout_schema
+
+    for layout in ("boxes", "split"):
+        assert "lora" not in layout_schema(layout)["properties"]["regions"]["items"]["properties"]
+    reply = ('{"regions": [{"prompt": "a cat", "box": [0.1, 0.1, 0.5, 0.5], '
+             '"lora": [{"path": "/etc/evil.bin", "scale": 1}]}], "split": null}')
+    scene = read_reply(reply, prompt="a cat", width=512, height=512)
+    assert [r.lora for r in scene.regions] == [()]

@@ -1,11 +1,13 @@
 """Hostile input to the scene layer (issue 12, causes 2 and 3): numbers and JSON beyond range, split
-ratios, masks. Every bad input is a SceneError naming the field and the limit, in bounded time and
-memory; never OverflowError, RecursionError, TypeError or MemoryError. 11,100 generated cases.
+ratios, masks, LoRA references (issue 9). Every bad input is a SceneError naming the field and the
+limit, in bounded time and memory; never OverflowError, RecursionError, TypeError or MemoryError.
+11,900 generated cases.
 """
 
 import json
 import math
 import string
+import unicodedata
 
 import numpy as np
 import pytest
@@ -15,8 +17,8 @@ from hypothesis import strategies as st
 from scenecraft.planning.errors import PlanParseError
 from scenecraft.planning.readers import read_json_scene
 from scenecraft.scene import (
-    DEFAULT_LIMITS, Box, Cell, Mask, Region, Scene, SceneError, SceneLimits, SplitRatio, SplitRatioError,
-    format_split, load_json, parse_split,
+    DEFAULT_LIMITS, LORA_MAX_PATH_CHARS, Box, Cell, LoraRef, Mask, Region, Scene, SceneError, SceneLimits, SplitRatio,
+    SplitRatioError, format_split, load_json, parse_split,
 )
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
@@ -33,8 +35,16 @@ def _scene_text(**fields):
 
 
 def _check_accepted(scene):
-    """An accepted scene survives a JSON round trip and has finite weights summing to one."""
+    """An accepted scene survives a JSON round trip and has finite weights summing to one; its LoRA
+    references are strings and finite scales within the limits."""
     assert Scene.from_json(scene.to_json()) == scene
+    for region in scene.regions:
+        assert len(region.lora) <= DEFAULT_LIMITS.max_loras_per_region
+        assert len({ref.path for ref in region.lora}) == len(region.lora)
+        for ref in region.lora:
+            assert isinstance(ref.path, str) and 0 < len(ref.path) <= LORA_MAX_PATH_CHARS and ref.path.strip()
+            assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in ref.path)
+            assert type(ref.scale) is float and -10 <= ref.scale <= 10
     weights, rest = scene.weights(4, 6)
     assert np.isfinite(weights).all() and np.isfinite(rest).all()
     np.testing.assert_allclose(weights.sum(0) + rest, 1.0, atol=1e-9)
@@ -176,6 +186,100 @@ def test_odd_keys_and_element_types_from_python_dicts():
         Scene.from_dict({"prompt": "p", "regions": [{"prompt": "a", "mask": {"width": 1, "height": 1, "rle": 5}}]})
 
 
+# ----------------------------------------------------------------- issue 9: LoRA references
+def _lora_scene(lora):
+    return {"prompt": "p", "regions": [{"prompt": "a", "box": [0, 0, 1, 1], "lora": lora}]}
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
+def test_non_finite_lora_scales_in_json_are_refused(literal):
+    with pytest.raises(SceneError, match="finite"):
+        Scene.from_json('{"prompt": "p", "regions": [{"prompt": "a", "box": [0, 0, 1, 1], '
+                        f'"lora": [{{"path": "a", "scale": {literal}}}]}}]}}')
+
+
+@pytest.mark.parametrize("scale, message", [
+    (math.nan, "must be a finite number, got nan"), (math.inf, "finite number, got inf"),
+    (-math.inf, "finite number, got -inf"), (True, "finite number, got True"), (False, "finite number, got False"),
+    (None, "finite number, got None"), ("1.0", "finite number, got '1.0'"), ([1], r"finite number, got \[1\]"),
+    ({"value": 1}, "finite number"),
+    pytest.param(10 ** 400, r"must lie in \[-10, 10\], got <an integer of about 400 digits>", id="10**400"),
+    pytest.param(-(10 ** 5000), "an integer of about 5,000 digits", id="minus-10**5000"),
+    (1e308, r"must lie in \[-10, 10\]"),
+    (np.float64("nan"), "finite number"),
+])
+def test_hostile_lora_scales_are_scene_errors(scale, message):
+    with pytest.raises(SceneError, match=message):
+        LoraRef("a", scale)
+    with pytest.raises(SceneError, match=r"regions\[0\]: lora\[0\]: a LoRA scale .*" + message):
+        Scene.from_dict(_lora_scene([{"path": "a", "scale": scale}]))
+
+
+@pytest.mark.parametrize("path, message", [
+    ("a\x00b.safetensors", r"must not hold control or format characters, got 'a\\x00b.safetensors' \(U\+0000 at 1\)"),
+    ("a\nb", r"control or format characters.*U\+000A"), ("\x1b[31mred", "U\\+001B"), ("a\x7f", "U\\+007F"),
+    ("a\x85", "U\\+0085"), ("a\u2028b", "U\\+2028"),
+    ("evil\u202egnp.safetensors", "U\\+202E"), ("a\u200bb", "U\\+200B"), ("\ud800.safetensors", "U\\+D800"),
+    ("", "non-empty string, got ''"), ("\t ", "non-empty string"), (None, "non-empty string, got None"),
+    (b"a.safetensors", "non-empty string, got b'a.safetensors'"), (7, "non-empty string, got 7"),
+    (["a"], r"non-empty string, got \['a'\]"), ({"path": "a"}, "non-empty string"), (True, "non-empty string"),
+    pytest.param("x" * 4097, "a LoRA path has 4,097 characters, more than the 4,096 allowed", id="4097-chars"),
+    pytest.param("x" * 5_000_000, "a LoRA path has 5,000,000 characters", id="5M-chars"),
+])
+def test_hostile_lora_paths_are_scene_errors(path, message):
+    with pytest.raises(SceneError, match=message):
+        LoraRef(path)
+    with pytest.raises(SceneError, match=r"regions\[0\]: lora\[0\]: "):
+        Scene.from_dict(_lora_scene([{"path": path}]))
+
+
+def test_lora_paths_that_are_odd_but_not_control_characters_are_kept():
+    for path in ("a b.safetensors", "a\u00a0b", "\u07fb", "\ue000", "C:\\loras\\x.safetensors", "../../x",
+                 "ü/ß/日本.safetensors", "x" * 4096):
+        scene = Scene.from_dict(_lora_scene([{"path": path}]))
+        assert scene.regions[0].lora == (LoraRef(path),)
+        _check_accepted(scene)
+
+
+@pytest.mark.parametrize("lora, message", [
+    ([{"path": "a", "scale": 1, "weight": 2}], r"lora\[0\]: unknown lora field\(s\) \['weight'\]"),
+    ([{"path": "a", 1: 2, None: 3}], r"unknown lora field\(s\) \[1, None\]"),
+    ([{"path": "a", **{f"k{i}": i for i in range(50)}}], r"unknown lora field\(s\) \[.*, \.\.\.\]"),
+    ([{"path": {"path": {"path": "a"}}}], "non-empty string"),
+    ([[[[{"path": "a"}]]]], r"lora\[0\]: must be an object"),
+    ([{"path": "a"}, [None]], r"lora\[1\]: must be an object .*got list"),
+    ([None], "must be an object"), ([{}], "needs a 'path'"), ({"0": {"path": "a"}}, "lora must be a list"),
+    ("[{\"path\": \"a\"}]", "lora must be a list .*got str"), (3.5, "got float"), (True, "got bool"),
+    ([{"path": "a"}] * 1_000_000, (r"lora has 1,000,000 entries, more than the 8 allowed "
+                                   r"\(SceneLimits.max_loras_per_region; pass limits=SceneLimits")),
+    ([{"path": f"l{i}"} for i in range(9)], "lora has 9 entries"),
+    ([{"path": "a"}, {"path": "b"}, {"path": "a", "scale": -1}], r"lora\[2\] repeats the path 'a'"),
+])
+def test_hostile_lora_lists_are_scene_errors(lora, message):
+    with pytest.raises(SceneError, match=message):
+        Scene.from_dict(_lora_scene(lora))
+
+
+def test_a_huge_lora_list_in_json_is_refused_by_count_not_built():
+    text = json.dumps(_lora_scene([{"path": "a"}] * 200_000))
+    with pytest.raises(SceneError, match="lora has 200,000 entries.*max_loras_per_region"):
+        Scene.from_json(text)
+    with pytest.raises(SceneError, match="max_loras_per_region"):
+        Scene(prompt="p", regions=[Region("a", Box(0, 0, 1, 1), lora=[LoraRef(f"l{i}") for i in range(10_000)])])
+    with pytest.raises(SceneError, match="SceneLimits.max_loras_per_region must be a positive integer, got 0"):
+        SceneLimits(max_loras_per_region=0)
+
+
+def test_python_regions_refuse_lora_values_that_are_not_loraref_tuples():
+    for value, message in ((None, "got NoneType"), ("a", "got str"), ({"path": "a"}, "got dict"),
+                           (iter([LoraRef("a")]), "got list_iterator"), (LoraRef("a"), "got LoraRef")):
+        with pytest.raises(SceneError, match="a region's lora must be a list of LoraRef, " + message):
+            Region("a", Box(0, 0, 1, 1), lora=value)
+    for value in ([("a", 1.0)], [{"path": "a"}], ["a"], [None]):
+        with pytest.raises(SceneError, match=r"a region's lora\[0\] must be a LoraRef"):
+            Region("a", Box(0, 0, 1, 1), lora=value)
+
+
 # ----------------------------------------------------------------- cause 2 and 3: split ratios
 def test_a_split_ratio_of_400_nines_is_refused_not_infinity():
     with pytest.raises(SplitRatioError, match=r"a ratio of 400 digits is more than the 100 allowed") as info:
@@ -285,6 +389,16 @@ def _mostly(valid, hostile=json_atoms):
     return st.integers(0, 7).flatmap(lambda k: hostile if k == 0 else valid)
 
 
+def _loras():
+    """A region's ``lora`` list: mostly ``{path, scale}`` objects, sometimes hostile paths, scales, keys or lists."""
+    path = _mostly(st.sampled_from(["a.safetensors", "org/style", "/abs/ölgemälde.safetensors", "b"]),
+                   st.text(max_size=6) | json_atoms | st.sampled_from(["a\x00b", "a\nb", "\ud800", "x" * 4097, " "]))
+    scale = _mostly(st.floats(-10, 10), json_atoms | st.floats() | st.sampled_from([10.000001, -11, 10 ** 400]))
+    entry = _mostly(st.fixed_dictionaries({"path": path}, optional={"scale": scale}),
+                    json_values | st.fixed_dictionaries({"path": path, "extra": json_atoms}))
+    return _mostly(st.lists(entry, max_size=4), json_values | st.lists(entry, min_size=8, max_size=10))
+
+
 def _regions():
     box = _mostly(st.tuples(st.floats(0, 0.5), st.floats(0, 0.5), st.floats(0.5, 1), st.floats(0.5, 1)).map(list),
                   st.lists(st.floats(0, 1) | json_atoms, min_size=3, max_size=5))
@@ -297,7 +411,8 @@ def _regions():
                          st.fixed_dictionaries({}, optional={"box": box, "cell": st.integers(-1, 4) | json_atoms,
                                                              "mask": mask, "extra": json_atoms}))
     region = st.tuples(_mostly(st.sampled_from(["a cat", "a dog", "", " "])), geometry,
-                       st.fixed_dictionaries({}, optional={"negative_prompt": _mostly(st.text(max_size=5))}))
+                       st.fixed_dictionaries({}, optional={"negative_prompt": _mostly(st.text(max_size=5)),
+                                                           "lora": _loras()}))
     return st.lists(region.map(lambda r: {"prompt": r[0], **r[1], **r[2]}), max_size=4)
 
 
@@ -343,6 +458,18 @@ def test_any_json_value_is_a_scene_or_a_scene_error_both_as_dict_and_as_text(val
     for read in (Scene.from_dict, lambda v: Scene.from_json(json.dumps(v))):
         try:
             scene = read(value)
+        except SceneError:
+            continue
+        _check_accepted(scene)
+
+
+@fuzz(800)
+@given(_loras() | json_values)
+def test_any_lora_value_is_a_scene_or_a_scene_error(lora):
+    data = _lora_scene(lora)
+    for read in (Scene.from_dict, lambda v: Scene.from_json(json.dumps(v))):
+        try:
+            scene = read(data)
         except SceneError:
             continue
         _check_accepted(scene)

@@ -29,6 +29,9 @@ def read_reply(text: str, *, prompt: str, width: int, height: int, min_side: flo
         if not isinstance(data, dict):
             raise PlanParseError("the JSON reply is not an object", fmt="JSON reply")
         data = {**data, "prompt": prompt, "width": width, "height": height}
+        if isinstance(data.get("regions"), list):  # adapters are the user's choice: an LLM's are dropped
+            data["regions"] = [{k: v for k, v in entry.items() if k != "lora"} if isinstance(entry, dict) else entry
+                               for entry in data["regions"]]
         if data.get("split") is None:
             data.pop("split", None)
         data = repair_scene_dict(data, width=width, height=height, min_side=min_side)

@@ -29,6 +29,7 @@ class SceneLimits:
         max_notes: most planner notes (default 64).
         max_mask_pixels: largest ``width * height`` of one region mask (default 67,108,864 = 64 Mpx;
             a mask is rasterised as float64, 8 bytes a pixel).
+        max_loras_per_region: most LoRA adapters one region names (default 8).
     """
 
     max_json_chars: int = 5_000_000
@@ -40,6 +41,7 @@ class SceneLimits:
     max_prompt_chars: int = 10_000
     max_notes: int = 64
     max_mask_pixels: int = 64 * 1024 * 1024
+    max_loras_per_region: int = 8
 
     def __post_init__(self) -> None:
         for item in fields(self):

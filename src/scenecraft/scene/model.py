@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
@@ -16,9 +17,14 @@ from .masks import rect_coverage, region_weights, resample_mask
 from .safejson import load_json
 from .split import SplitRatio, format_split, parse_split
 
-__all__ = ["Box", "Cell", "Mask", "Region", "Scene", "SceneError", "SceneLimits", "SCENE_FORMAT_VERSION"]
+__all__ = [
+    "LORA_MAX_PATH_CHARS", "LORA_MAX_SCALE", "SCENE_FORMAT_VERSION", "Box", "Cell", "LoraRef", "Mask", "Region",
+    "Scene", "SceneError", "SceneLimits",
+]
 
 SCENE_FORMAT_VERSION = 1
+LORA_MAX_PATH_CHARS = 4096  # Linux's PATH_MAX; a hub id or a file path is far shorter
+LORA_MAX_SCALE = 10  # |scale| at most this; LoRA scales in use lie in about [-2, 2]
 
 
 def _check_fraction(name: str, value: Any) -> float:
@@ -137,14 +143,57 @@ class Mask:
 
 Geometry = Union[Box, Cell, Mask]
 
+# Control characters (NUL, newline, DEL, C1), format characters (bidi overrides, zero widths), lone
+# surrogates and line/paragraph separators: no sane file name or hub id holds one, and a path with
+# one is a mistake, or text made to read differently in a log than on disk.
+_BAD_PATH_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """A LoRA adapter a region applies on its own path only: a file path or hub id, and its scale.
+
+    ``path`` is a non-empty string of at most :data:`LORA_MAX_PATH_CHARS` (4096) characters with no
+    control or format characters (NUL, newlines, bidi overrides, ...); ``scale`` a finite number in
+    [-10, 10] (:data:`LORA_MAX_SCALE`; default 1.0). The scene layer never opens the path: the
+    generator that applies the adapter does. How many a region may name is
+    ``SceneLimits.max_loras_per_region`` (default 8), checked by the Scene.
+    """
+
+    path: str
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        path = self.path
+        if not isinstance(path, str) or not path.strip():
+            raise SceneError(f"a LoRA path must be a non-empty string, got {shown(path)}")
+        if len(path) > LORA_MAX_PATH_CHARS:
+            raise SceneError(f"a LoRA path has {len(path):,} characters, more than the {LORA_MAX_PATH_CHARS:,} allowed")
+        bad = next((c for c in path if unicodedata.category(c) in _BAD_PATH_CATEGORIES), None)
+        if bad is not None:
+            raise SceneError(f"a LoRA path must not hold control or format characters, got {shown(path)} "
+                             f"(U+{ord(bad):04X} at {path.index(bad)})")
+        scale = self.scale
+        # Integers are compared exactly: a 400-digit one must not reach float() (OverflowError).
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not _finite(scale):
+            raise SceneError(f"a LoRA scale must be a finite number, got {shown(scale)}")
+        if not -LORA_MAX_SCALE <= scale <= LORA_MAX_SCALE:
+            raise SceneError(f"a LoRA scale must lie in [-{LORA_MAX_SCALE}, {LORA_MAX_SCALE}], got {shown(scale)}")
+        object.__setattr__(self, "scale", float(scale))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "scale": self.scale}
+
 
 @dataclass(frozen=True)
 class Region:
-    """One region: its own prompt, an optional negative prompt, and where it lies."""
+    """One region: its own prompt, an optional negative prompt, where it lies, and the LoRA adapters
+    (:class:`LoraRef`, a list or tuple; kept as a tuple) applied on its path only (none by default)."""
 
     prompt: str
     geometry: Geometry
     negative_prompt: str | None = None
+    lora: tuple[LoraRef, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -153,6 +202,23 @@ class Region:
             raise SceneError(f"a region's geometry must be a Box, Cell or Mask, got {type(self.geometry).__name__}")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise SceneError(f"a region's negative_prompt must be a string or null, got {shown(self.negative_prompt)}")
+        object.__setattr__(self, "lora", _check_loras(self.lora))
+
+
+def _check_loras(lora: Any) -> tuple[LoraRef, ...]:
+    """``lora`` as a tuple of LoraRefs with distinct paths (a list or tuple is accepted)."""
+    if not isinstance(lora, (list, tuple)):
+        raise SceneError(f"a region's lora must be a list of LoraRef, got {type(lora).__name__}")
+    lora = tuple(lora)
+    seen: set[str] = set()
+    for index, ref in enumerate(lora):
+        if not isinstance(ref, LoraRef):
+            raise SceneError(f"a region's lora[{index}] must be a LoraRef, got {type(ref).__name__}")
+        if ref.path in seen:
+            raise SceneError(f"a region's lora[{index}] repeats the path {shown(ref.path)}; give each adapter once "
+                             "(with the sum of the scales)")
+        seen.add(ref.path)
+    return lora
 
 
 @dataclass(frozen=True)
@@ -309,6 +375,8 @@ class Scene:
                 entry["mask"] = {"width": geometry.width, "height": geometry.height, "rle": list(geometry.rle)}
             if region.negative_prompt is not None:
                 entry["negative_prompt"] = region.negative_prompt
+            if region.lora:  # left out when empty: scenes without LoRAs keep their JSON byte for byte
+                entry["lora"] = [ref.as_dict() for ref in region.lora]
             regions.append(entry)
         return {
             "version": SCENE_FORMAT_VERSION,
@@ -384,6 +452,8 @@ def _check_regions(regions: Any, limits: SceneLimits) -> tuple[Region, ...]:
             raise SceneError(f"regions[{index}] must be a Region, got {type(region).__name__}")
         _check_text(f"regions[{index}] prompt", region.prompt, limits)
         _check_text(f"regions[{index}] negative_prompt", region.negative_prompt, limits, optional=True)
+        if len(region.lora) > limits.max_loras_per_region:
+            raise limit_error(f"regions[{index}] lora has {len(region.lora):,} entries", "max_loras_per_region", limits)
         if isinstance(region.geometry, Mask):
             try:
                 _check_mask_size(region.geometry.width, region.geometry.height, limits)
@@ -418,7 +488,7 @@ def _region_from_dict(entry: Any, index: int, limits: SceneLimits) -> Region:
     if not isinstance(entry, dict):
         raise SceneError(f"{where} must be an object, got {type(entry).__name__}")
     try:
-        _check_known("region", entry, {"prompt", "negative_prompt", "box", "cell", "mask"})
+        _check_known("region", entry, {"prompt", "negative_prompt", "box", "cell", "mask", "lora"})
     except SceneError as error:
         raise SceneError(f"{where}: {error}") from error
     kinds = [k for k in ("box", "cell", "mask") if k in entry]
@@ -438,6 +508,28 @@ def _region_from_dict(entry: Any, index: int, limits: SceneLimits) -> Region:
                 raise SceneError("mask must be {'width': W, 'height': H, 'rle': [...]}")
             _check_mask_size(value["width"], value["height"], limits)
             geometry = Mask(value["width"], value["height"], value["rle"])
-        return Region(prompt=entry.get("prompt"), geometry=geometry, negative_prompt=entry.get("negative_prompt"))
+        lora = _loras_from_list(entry["lora"], limits) if "lora" in entry else ()
+        return Region(prompt=entry.get("prompt"), geometry=geometry, negative_prompt=entry.get("negative_prompt"),
+                      lora=lora)
     except SceneError as error:
         raise SceneError(f"{where}: {error}") from error
+
+
+def _loras_from_list(value: Any, limits: SceneLimits) -> tuple[LoraRef, ...]:
+    """A region's ``"lora"`` entry: a list of at most ``limits.max_loras_per_region`` ``{path, scale?}`` objects."""
+    if not isinstance(value, (list, tuple)):
+        raise SceneError(f"lora must be a list of {{'path': ..., 'scale': ...}} objects, got {type(value).__name__}")
+    if len(value) > limits.max_loras_per_region:
+        raise limit_error(f"lora has {len(value):,} entries", "max_loras_per_region", limits)
+    refs = []
+    for index, item in enumerate(value):
+        try:
+            if not isinstance(item, dict):
+                raise SceneError(f"must be an object {{'path': ..., 'scale': ...}}, got {type(item).__name__}")
+            _check_known("lora", item, {"path", "scale"})
+            if "path" not in item:
+                raise SceneError("needs a 'path'")
+            refs.append(LoraRef(item["path"], item.get("scale", 1.0)))
+        except SceneError as error:
+            raise SceneError(f"lora[{index}]: {error}") from error
+    return tuple(refs)

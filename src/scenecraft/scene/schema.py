@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .model import LORA_MAX_PATH_CHARS, LORA_MAX_SCALE
+
 __all__ = ["scene_json_schema"]
 
 _FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
@@ -13,11 +15,13 @@ _OPTIONAL_TEXT = {"type": ["string", "null"]}
 def scene_json_schema() -> dict[str, Any]:
     """The JSON schema every serialised :class:`~scenecraft.scene.Scene` satisfies.
 
-    It also serves planners as the structured-output schema for LLM backends. Cross-field rules
-    (a split's region count, boxes with ``x0 < x1``) and the size limits of
-    :class:`~scenecraft.scene.SceneLimits` (pixels, regions, prompt length, JSON depth and digits)
-    are checked by ``Scene.from_dict``/``Scene.from_json``; they are left out of the schema, which
-    stays the same whatever limits a caller chooses.
+    It also serves planners as the structured-output schema for LLM backends (their layout schema
+    leaves out ``lora``: a planner does not choose adapters). Cross-field rules (a split's region
+    count, boxes with ``x0 < x1``, each LoRA path once per region, no control or format characters
+    in a LoRA path) and the size limits of :class:`~scenecraft.scene.SceneLimits` (pixels, regions, prompt
+    length, LoRAs per region, JSON depth and digits) are checked by ``Scene.from_dict``/
+    ``Scene.from_json``; they are left out of the schema, which stays the same whatever limits a
+    caller chooses.
     """
     region = {
         "type": "object",
@@ -39,6 +43,19 @@ def scene_json_schema() -> dict[str, Any]:
                     "rle": {"type": "array", "items": {"type": "integer", "minimum": 0},
                             "description": "run lengths of 0s and 1s, row-major, starting with 0s"},
                 },
+            },
+            "lora": {
+                "type": "array",
+                "items": {
+                    "type": "object", "additionalProperties": False, "required": ["path"],
+                    "properties": {
+                        "path": {"type": "string", "minLength": 1, "maxLength": LORA_MAX_PATH_CHARS,
+                                 "description": "a LoRA file path or hub id; no control or format characters"},
+                        "scale": {"type": "number", "minimum": -LORA_MAX_SCALE, "maximum": LORA_MAX_SCALE,
+                                  "default": 1.0},
+                    },
+                },
+                "description": "LoRA adapters applied on this region's path only, each path once",
             },
         },
         "oneOf": [{"required": ["box"]}, {"required": ["cell"]}, {"required": ["mask"]}],
