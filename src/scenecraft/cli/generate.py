@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -120,6 +121,9 @@ def generate(
     dtype: Annotated[Optional[str], typer.Option(help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output PNG (default scenecraft-SEED.png).")] = None,
     limit: Annotated[Optional[list[str]], typer.Option(help="Raise a scene limit KEY=VALUE, e.g. --limit max_side=32768 (see the README's limits table); repeatable.")] = None,
+    control: Annotated[Optional[Path], typer.Option(help="A control image (canny edges, depth, pose...) for --controlnet; resized to the output's size.", exists=True, dir_okay=False)] = None,
+    controlnet: Annotated[Optional[str], typer.Option(help="The ControlNet that reads --control: a diffusers folder, a .safetensors file or a hub id.")] = None,
+    control_scale: Annotated[Optional[float], typer.Option(help="Weight of the ControlNet's residuals (default 1.0; 0 turns it off).")] = None,
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
     from ..generation import load_pipeline
@@ -134,6 +138,7 @@ def generate(
         Scene.from_json(_read_text(scene_file, "--scene"), limits=limits)
     if llm and not (scene_file or region):
         check_folder(default_cache_dir(), "the plan cache")
+    control_picture = check_control_flags(control, controlnet, control_scale, method)
     quiet_libraries()
     model = model or default_model()
     config = method_config(method, model, setting or [], steps=steps, guidance=guidance, seed=seed,
@@ -144,12 +149,67 @@ def generate(
     scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native, limits)
     if negative is not None:
         scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
+    control_input = None
+    if control_picture is not None:
+        with console.status(Text(printable(f"loading {controlnet}"))):
+            control_input = control_for(pipe, scene, control_picture, controlnet, control_scale)
     with progress_bar(console) as progress:
         task = progress.add_task(f"{method}", total=None)
-        result = run_method(pipe, scene, config, method=method,
+        result = run_method(pipe, scene, config, method=method, control=control_input,
                             on_step=lambda done, total: progress.update(task, completed=done, total=total))
+    if control_input is not None:
+        result = dataclasses.replace(result, settings=result.settings | {
+            "control": str(control), "controlnet": controlnet, "control_scale": control_input.conditioning_scale})
     _save_all(result, model, out)
     console.print(f"seed {result.seed}")
+
+
+def check_control_flags(control: Path | None, controlnet: str | None, control_scale: float | None, method: str):
+    """Refuse, before any model loads, a --control without --controlnet (or the reverse), a bad --control-scale,
+    a method that takes no control, a --controlnet that does not exist and a --control that is no picture.
+    Returns the control picture, loaded (``None`` without --control)."""
+    if control is None and controlnet is None:
+        if control_scale is not None:
+            raise UserError("--control-scale needs --control and --controlnet")
+        return None
+    if control is None or controlnet is None:
+        given, missing = ("--control", "--controlnet") if controlnet is None else ("--controlnet", "--control")
+        raise UserError(f"{given} needs {missing}: give both the control image (--control) and the ControlNet that "
+                        f"reads it (--controlnet), or neither")
+    if control_scale is not None and not math.isfinite(control_scale):
+        raise UserError(f"--control-scale must be a finite number, got {control_scale}")
+    from ..generation.control import check_controlnet_source, takes_control
+    from ..generation.methods import METHODS, get_method
+
+    if not takes_control(get_method(method).run):
+        takers = ", ".join(name for name, other in METHODS.items() if takes_control(other.run))
+        raise UserError(f"--control: method {method} does not take a control image; methods that do: {takers}")
+    check_controlnet_source(controlnet)
+    return _open_picture(control, "--control")
+
+
+def _open_picture(path: Path, option: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            return picture.copy()
+    except UnidentifiedImageError:
+        raise UserError(f"{option} {path} is not a picture Pillow can read (PNG, JPEG, WebP...)") from None
+
+
+def control_for(pipe, scene: Scene, picture, controlnet: str, control_scale: float | None):
+    """The ControlInput of a ``generate`` call: the ControlNet on the pipeline's device and dtype, the
+    picture resized to the scene's size."""
+    from ..generation.control import ControlInput, load_controlnet, prepare_control_image
+
+    model = load_controlnet(controlnet, dtype=pipe.unet.dtype, device=pipe._execution_device)
+    image = prepare_control_image(pipe, picture, scene.height, scene.width)
+    control = ControlInput(model, image, 1.0 if control_scale is None else control_scale)
+    control.check()
+    control.check_fits(pipe.unet)
+    return control
 
 
 def method_config(method: str, model: str, settings: list[str], **flags):
@@ -184,8 +244,12 @@ def _save_all(result, model: str, out: Path | None) -> None:
         # The record's config is exactly the method's config (it rebuilds it); the scheduler rides beside it.
         config = {key: value for key, value in settings.items() if key in fields}
         record = generation_record(result.method, model, config) | {"scheduler": settings.get("scheduler")}
-        save_png(result.images[index], path, result.scene, a1111_parameters(result.scene, settings, model, result.method),
-                 record)
+        parameters = a1111_parameters(result.scene, settings, model, result.method)
+        if "control" in settings:
+            record["control"] = {key: settings[key] for key in ("control", "controlnet", "control_scale")}
+            parameters += (f', ControlNet 0: "Model: {settings["controlnet"]}, Image: {settings["control"]}, '
+                           f'Weight: {settings["control_scale"]}"')
+        save_png(result.images[index], path, result.scene, parameters, record)
         typer.echo(printable(str(path)))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..scene import Scene, SceneError, load_json
+from .control import ControlInput, takes_control
 from .layout import LayoutConfig, LayoutPlusConfig, generate_layout, generate_layout_plus
 from .regional import RegionalConfig, generate_regional
 from .result import GenerationResult
@@ -79,10 +80,11 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 
 def generate(pipe, scene: Scene, config: SamplingConfig | None = None, *, method: str = "regional",
-             on_step: ProgressCallback | None = None) -> GenerationResult:
+             on_step: ProgressCallback | None = None, control: ControlInput | None = None) -> GenerationResult:
     """Generate ``scene`` with the registered ``method`` (default ``"regional"``).
 
-    ``config`` must be the method's config class (default: its defaults).
+    ``config`` must be the method's config class (default: its defaults). ``control`` (default ``None``)
+    guides the generation with a ControlNet; only methods whose entry point takes it accept one.
     """
     chosen = get_method(method)
     config = config if config is not None else chosen.config()
@@ -92,4 +94,9 @@ def generate(pipe, scene: Scene, config: SamplingConfig | None = None, *, method
     if family not in chosen.families:
         hint = " (a GLIGEN UNet, e.g. the LMD authors' longlian/lmd_plus)" if chosen.families == ("sd-gligen",) else ""
         raise ValueError(f"method {method} runs on {', '.join(chosen.families)} pipelines{hint}; this one is {family}")
-    return chosen.run(pipe, scene, config, on_step=on_step)
+    if control is None:
+        return chosen.run(pipe, scene, config, on_step=on_step)
+    if not takes_control(chosen.run):
+        takers = ", ".join(name for name, other in METHODS.items() if takes_control(other.run))
+        raise ValueError(f"method {method} does not take a control image (ControlNet); methods that do: {takers}")
+    return chosen.run(pipe, scene, config, on_step=on_step, control=control)

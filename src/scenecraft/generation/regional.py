@@ -12,6 +12,8 @@ and restored after.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..scene import Scene
 from .attention import RegionalAttnProcessor, SlotLayout, installed_cross_attention_processors
+from .control import ControlInput
 from .latents import latent_size
 from .prompts import PromptEncoder
 from .result import GenerationResult, resolve_seed
@@ -75,16 +78,39 @@ def slot_coefficients(scene: Scene, base_ratio: float, height: int, width: int) 
     return np.stack(rows)
 
 
-def _check_inputs(pipe, scene: Scene, config: RegionalConfig) -> tuple[float, tuple[int, int]]:
+def _check_inputs(pipe, scene: Scene, config: RegionalConfig,
+                  control: ControlInput | None = None) -> tuple[float, tuple[int, int]]:
     """Reject bad arguments; return the base ratio to use and the latent ``(height, width)``."""
     if not isinstance(scene, Scene):
         raise TypeError(f"scene must be a scenecraft Scene, got {type(scene).__name__}")
     check_pipeline(pipe)
     config.check()
+    if control is not None:
+        check_control(control, scene, config.num_images)
     base_ratio = scene.base_ratio if config.base_ratio is None else config.base_ratio
     if not isinstance(base_ratio, (int, float)) or not math.isfinite(base_ratio) or not 0 <= base_ratio <= 1:
         raise ValueError(f"base_ratio must lie in [0, 1], got {base_ratio!r}")
     return float(base_ratio), latent_size(scene.height, scene.width, pipe.vae_scale_factor)
+
+
+@contextmanager
+def _regional_attention(pipe, control: ControlInput | None, processor: RegionalAttnProcessor) -> Iterator[None]:
+    """The regional processor on the UNet's cross-attention, and on the ControlNet's when there is one."""
+    with ExitStack() as stack:
+        stack.enter_context(installed_cross_attention_processors(pipe.unet, processor))
+        if control is not None:
+            stack.enter_context(installed_cross_attention_processors(control.model, processor))
+        yield
+
+
+def check_control(control: ControlInput, scene: Scene, num_images: int) -> None:
+    """Reject a control that is bad, not ``scene``'s size, or of another batch than ``num_images`` (the
+    sampling core's denoiser rejects one made for another UNet)."""
+    if not isinstance(control, ControlInput):
+        raise TypeError(f"control must be a scenecraft ControlInput, got {type(control).__name__}")
+    control.check()
+    control.check_size(scene.height, scene.width)
+    control.check_batch(num_images)
 
 
 def generate_regional(
@@ -93,6 +119,7 @@ def generate_regional(
     config: RegionalConfig | None = None,
     *,
     on_step: ProgressCallback | None = None,
+    control: ControlInput | None = None,
 ) -> GenerationResult:
     """Generate ``scene`` with RPG's regional cross-attention on a diffusers SD/SDXL pipeline.
 
@@ -101,9 +128,12 @@ def generate_regional(
         scene: the scene; its regions may be split cells, boxes or masks.
         config: the knobs (see :class:`RegionalConfig`); defaults when ``None``.
         on_step: called as ``on_step(done, total)`` after every denoising step (progress bars).
+        control: a ControlNet and its control image at the scene's size (default ``None``: none). Its
+            cross-attention is made regional too, like the UNet's; a scene without regions gives
+            diffusers' ``StableDiffusion(XL)ControlNetPipeline``'s images.
     """
     config = config or RegionalConfig()
-    base_ratio, latent_hw = _check_inputs(pipe, scene, config)
+    base_ratio, latent_hw = _check_inputs(pipe, scene, config, control)
     seed = resolve_seed(config.seed, config.num_images)
     generators = image_generators(seed, config.num_images)
 
@@ -116,11 +146,12 @@ def generate_regional(
         latent_height=latent_hw[0],
         latent_width=latent_hw[1],
     )
-    run = partial(generate_latents, pipe, text.repeat(config.num_images), config, generators, latent_hw, on_step=on_step)
+    run = partial(generate_latents, pipe, text.repeat(config.num_images), config, generators, latent_hw,
+                  on_step=on_step, control=control)
     if len(slots.spans) == 1:  # nothing regional: the plain pipeline on the base prompt
         latents = run()
     else:
-        with installed_cross_attention_processors(pipe.unet, RegionalAttnProcessor(layout)):
+        with _regional_attention(pipe, control, RegionalAttnProcessor(layout)):
             latents = run()
     images = decode_latents(pipe, latents, config.output_type, tiled=config.tiled_decode, generators=generators)
 

@@ -22,11 +22,14 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .result import MAX_SEED, check_common_settings
+
+if TYPE_CHECKING:
+    from .control import ControlInput
 
 __all__ = [
     "SamplingConfig", "TextConditioning", "CFGDenoiser", "StepHook", "ProgressCallback", "OUTPUT_TYPES",
@@ -146,6 +149,11 @@ class CFGDenoiser:
         cross_attention_kwargs: passed to the UNet (e.g. ``{"gligen": ...}``), or a callable
             ``(step index) -> kwargs`` for kwargs that change over the steps.
         timestep_cond: guidance embedding of UNets with ``time_cond_proj_dim`` (LCM), else ``None``.
+        control: a ControlNet and its image (see :mod:`~scenecraft.generation.control`), whose residuals
+            the UNet adds to its skip connections; ``None`` (default): no control. It must be made for
+            ``unet`` (checked).
+        total_steps: the run's number of steps, over which ``control``'s guidance window is measured;
+            needed with ``control`` (default ``None``).
     """
 
     unet: torch.nn.Module
@@ -155,7 +163,16 @@ class CFGDenoiser:
     guidance_rescale: float = 0.0
     cross_attention_kwargs: dict | Callable[[int], dict | None] | None = None
     timestep_cond: torch.Tensor | None = None
+    control: ControlInput | None = None
+    total_steps: int | None = None
     step_index: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.control is None:
+            return
+        if self.total_steps is None:
+            raise ValueError("total_steps must be given with control (its guidance window is a share of the steps)")
+        self.control.check_fits(self.unet)
 
     @property
     def guided(self) -> bool:
@@ -165,12 +182,23 @@ class CFGDenoiser:
         kwargs = self.cross_attention_kwargs
         return kwargs(self.step_index) if callable(kwargs) else kwargs
 
+    def control_residuals(self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
+                          added: dict | None) -> dict:
+        """The UNet's ControlNet kwargs for this step; ``{}`` without control or outside its window."""
+        if self.control is None:
+            return {}
+        residuals = self.control.residuals(model_input, t, embeds, added, self.step_index, self.total_steps)
+        if residuals is None:
+            return {}
+        return {"down_block_additional_residuals": residuals[0], "mid_block_additional_residual": residuals[1]}
+
     def __call__(self, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         model_input = torch.cat([latents] * 2) if self.guided else latents
         model_input = self.scheduler.scale_model_input(model_input, t)
         embeds, added = self.text.unet_inputs(self.guided)
         noise = self.unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=self.timestep_cond,
-                          cross_attention_kwargs=self.attention_kwargs(), added_cond_kwargs=added, return_dict=False)[0]
+                          cross_attention_kwargs=self.attention_kwargs(), added_cond_kwargs=added,
+                          **self.control_residuals(model_input, t, embeds, added), return_dict=False)[0]
         if not self.guided:
             return noise
         noise_uncond, noise_text = noise.chunk(2)
@@ -329,11 +357,13 @@ def generate_latents(
     before_step: StepHook | None = None,
     after_step: StepHook | None = None,
     on_step: ProgressCallback | None = None,
+    control: ControlInput | None = None,
 ) -> torch.Tensor:
     """Denoise a batch from its noise (``pipe.prepare_latents`` of ``generators`` unless ``latents`` is given).
 
     ``text`` must have one entry per latent. ``timesteps`` defaults to the scheduler's for
-    ``config.num_inference_steps`` (set afresh).
+    ``config.num_inference_steps`` (set afresh). ``control`` (default ``None``) guides the UNet with a
+    ControlNet, its guidance window measured over ``timesteps``.
     """
     device = pipe._execution_device
     if timesteps is None:
@@ -342,7 +372,8 @@ def generate_latents(
         latents = prepare_latents(pipe, generators, *latent_size, text.cond.dtype)
     denoise = CFGDenoiser(pipe.unet, pipe.scheduler, text, config.guidance_scale,
                           cross_attention_kwargs=cross_attention_kwargs,
-                          timestep_cond=guidance_embedding(pipe, config.guidance_scale, len(latents), latents.dtype))
+                          timestep_cond=guidance_embedding(pipe, config.guidance_scale, len(latents), latents.dtype),
+                          control=control, total_steps=len(timesteps))
     extra = pipe.prepare_extra_step_kwargs(_one_or_list(generators), 0.0)
     with torch.enable_grad():  # hooks may take gradients; the loop itself runs without
         return sample(pipe.scheduler, denoise, latents, timesteps, extra_step_kwargs=extra,

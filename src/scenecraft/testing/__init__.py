@@ -14,7 +14,8 @@ from pathlib import Path
 from .single_file import save_tiny_single_file
 
 __all__ = ["clip_tokenizer_path", "load_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline",
-           "tiny_gligen_pipeline", "save_tiny_pipeline", "save_tiny_single_file"]
+           "tiny_gligen_pipeline", "tiny_controlnet", "save_tiny_pipeline", "save_tiny_controlnet",
+           "save_tiny_single_file"]
 
 # The class GLIGEN checkpoints on the hub (masterful/gligen-1-4-generation-text-box, longlian/lmd_plus) name in
 # their model_index.json.
@@ -157,21 +158,63 @@ def tiny_gligen_pipeline(seed: int = 0):
     return gligen
 
 
+def tiny_controlnet(pipe, seed: int = 0, zero_conv_std: float = 0.1):
+    """A ``ControlNetModel`` for a tiny pipeline (SD 1.x/2.x or SDXL), its backbone copied from ``pipe.unet``.
+
+    The conditioning embedding has ``log2(pipe.vae_scale_factor) + 1`` blocks, so it shrinks the control
+    image by the VAE's factor. diffusers starts a ControlNet's output ("zero") convolutions at zero, which
+    makes a fresh one a no-op; here their weights are drawn from ``N(0, zero_conv_std)`` (default 0.1)
+    so that the control has an effect. All random weights come from ``seed``; the global RNG is left
+    as it was.
+    """
+    import math
+
+    import torch
+    from diffusers import ControlNetModel
+
+    blocks = int(math.log2(pipe.vae_scale_factor)) + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        channels = tuple(min(8 * 2**i, 32) for i in range(blocks))
+        controlnet = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=channels)
+    generator = torch.Generator().manual_seed(seed)
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_convs:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * zero_conv_std)
+    controlnet = controlnet.to(pipe.unet.device)
+    return controlnet if pipe.unet.dtype == controlnet.dtype else controlnet.to(dtype=pipe.unet.dtype)
+
+
 def save_tiny_pipeline(path: str | Path, kind: str = "sd", seed: int = 0) -> Path:
     """Build a tiny pipeline (``kind`` ``"sd"``, ``"sd2"``, ``"sdxl"``, ``"gligen"``) and save it to ``path``.
 
     A ``"gligen"`` folder is saved the way GLIGEN checkpoints on the hub are: its ``model_index.json``
     names ``StableDiffusionGLIGENPipeline`` (diffusers' deprecated GLIGEN pipeline) for the same components.
     """
-    builders = {"sd": tiny_sd_pipeline, "sd2": lambda seed: tiny_sd_pipeline(seed, version=2),
-                "sdxl": tiny_sdxl_pipeline, "gligen": tiny_gligen_pipeline}
-    if kind not in builders:
-        raise ValueError(f"kind must be one of {sorted(builders)}, got {kind!r}")
     path = Path(path)
-    builders[kind](seed).save_pretrained(path)
+    _pipeline_builder(kind)(seed).save_pretrained(path)
     if kind == "gligen":
         _name_as_gligen_folder(path)
     return path
+
+
+def save_tiny_controlnet(path: str | Path, kind: str = "sd", seed: int = 0) -> Path:
+    """Save :func:`tiny_controlnet` of the tiny ``kind`` (``"sd"``, ``"sd2"``, ``"sdxl"``) pipeline of ``seed``
+    as a diffusers ControlNet folder; it fits the pipeline :func:`save_tiny_pipeline` saves for the same arguments."""
+    path = Path(path)
+    tiny_controlnet(_pipeline_builder(kind, ("sd", "sd2", "sdxl"))(seed), seed).save_pretrained(path)
+    return path
+
+
+def _pipeline_builder(kind: str, kinds: tuple[str, ...] = ("sd", "sd2", "sdxl", "gligen")):
+    """The tiny pipeline builder ``seed -> pipeline`` of ``kind``, one of ``kinds``."""
+    builders = {"sd": tiny_sd_pipeline, "sd2": lambda seed: tiny_sd_pipeline(seed, version=2),
+                "sdxl": tiny_sdxl_pipeline, "gligen": tiny_gligen_pipeline}
+    if kind not in kinds:
+        raise ValueError(f"kind must be one of {sorted(kinds)}, got {kind!r}")
+    return builders[kind]
 
 
 def _name_as_gligen_folder(path: Path) -> None:
