@@ -20,8 +20,9 @@ ROWS = {
     "layout": ("layout", "boxes", {}),
     "layout-fast": ("layout", "boxes", {"fast": True}),
     "layout+": ("layout+", "boxes", {}),
+    "multidiffusion": ("multidiffusion", "boxes", {}),
 }
-METHODS = ("plain", "regional-split", "regional-boxes", "layout", "layout-fast")
+METHODS = ("plain", "regional-split", "regional-boxes", "layout", "layout-fast", "multidiffusion")
 
 
 def make_methods(pipe, names: list[str], steps: int, guidance: float, size: int, base_ratio: float | None = None,

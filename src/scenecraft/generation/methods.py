@@ -14,6 +14,7 @@ from typing import Any
 from ..scene import Scene, SceneError, load_json
 from .control import ControlInput, takes_control
 from .layout import LayoutConfig, LayoutPlusConfig, generate_layout, generate_layout_plus
+from .multidiffusion import MultiDiffusionConfig, generate_multidiffusion
 from .regional import RegionalConfig, generate_regional
 from .result import GenerationResult
 from .sampling import ProgressCallback, SamplingConfig, pipeline_family
@@ -47,6 +48,8 @@ METHODS: dict[str, Method] = {method.name: method for method in (
            "LMD: one guided generation per box, composed, then a guided final pass"),
     Method("layout+", generate_layout_plus, LayoutPlusConfig, ("sd-gligen",),
            "LMD+: LMD on a GLIGEN UNet, its gated attention fed the boxes"),
+    Method("multidiffusion", generate_multidiffusion, MultiDiffusionConfig, ("sd", "sdxl", "sd-gligen"),
+           "MultiDiffusion: windows fused every step; panoramas at any size, mask regions, per-region LoRA"),
 )}
 
 

@@ -282,10 +282,16 @@ def _vae_tiling(vae, enabled: bool) -> Iterator[None]:
 
 @torch.no_grad()
 def decode_latents(pipe, latents: torch.Tensor, output_type: str = "pil", *, tiled: bool = False,
-                   generators: Sequence[torch.Generator] | None = None):
-    """Latents to images as ``pipe(...)`` decodes them (SDXL's fp16 upcast and latent mean/std included)."""
+                   generators: Sequence[torch.Generator] | None = None, wrap: int = 0):
+    """Latents to images as ``pipe(...)`` decodes them (SDXL's fp16 upcast and latent mean/std included).
+
+    ``wrap`` (default 0) latent columns of each edge are decoded beside the other edge and cropped
+    away after, so a circular panorama's seam decodes like its middle.
+    """
     if output_type == "latent":
         return latents
+    if wrap:
+        latents = torch.cat([latents[..., -wrap:], latents, latents[..., :wrap]], dim=-1)
     vae = pipe.vae
     upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False) and pipeline_family(pipe) == "sdxl"
     if upcast:
@@ -301,6 +307,8 @@ def decode_latents(pipe, latents: torch.Tensor, output_type: str = "pil", *, til
     finally:
         if upcast:
             vae.to(dtype=torch.float16)
+    if wrap:
+        image = image[..., wrap * pipe.vae_scale_factor : image.shape[-1] - wrap * pipe.vae_scale_factor]
     return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=[True] * image.shape[0])
 
 
