@@ -152,7 +152,7 @@ def test_method_layout_with_settings_records_method_config_and_each_images_seed(
     (["--method", "nope"], "unknown method 'nope'"),
     (["--method", "layout", "--set", "frozen=1"], "layout has no setting frozen"),
     (["--method", "layout", "--set", "noequals"], "must look like key=value"),
-    (["--method", "layout", "--base-ratio", "0.5"], "--base-ratio is a setting of method regional"),
+    (["--method", "layout", "--base-ratio", "0.5"], "--base-ratio is a setting of methods regional and multidiffusion"),
     (["--method", "layout+"], "method layout+ runs on sd-gligen pipelines (a GLIGEN UNet"),
 ])
 def test_method_errors_are_one_sentence(args, message, tmp_path, tiny_model):

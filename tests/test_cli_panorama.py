@@ -68,3 +68,57 @@ def test_panorama_mistakes_are_one_sentence_and_exit_code_2(tmp_path, tiny_model
     result = run("panorama", "a beach", "--model", tiny_model, "--steps", "1", "--height", "64",
                  "--out", tmp_path / "x.png", *args)
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def _mask_png(path, width, height, left, right):
+    array = np.zeros((height, width), dtype=np.uint8)
+    array[:, left:right] = 255
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_generate_takes_png_masks_for_the_regions(tmp_path, tiny_model):
+    left = _mask_png(tmp_path / "left.png", 128, 64, 0, 50)
+    right = _mask_png(tmp_path / "right.png", 128, 64, 70, 128)
+    out = tmp_path / "masks.png"
+    result = run("generate", "a cat and a dog", "--region", "a cat", "--region", "a dog", "--mask", left, "--mask",
+                 right, "--method", "multidiffusion", "--model", tiny_model, "--steps", "2", "--set", "stride=32",
+                 "--seed", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    scene, _ = read_png_metadata(out)
+    assert (scene.width, scene.height) == (128, 64)  # the masks' size
+    cat, dog = (region.geometry.to_array() for region in scene.regions)
+    assert cat[:, :50].all() and not cat[:, 50:].any() and dog[:, 70:].all() and not dog[:, :70].any()
+    regional = run("generate", "a cat and a dog", "--region", "a cat", "--region", "a dog", "--mask", left, "--mask",
+                   right, "--model", tiny_model, "--steps", "1", "--seed", "1", "--out", tmp_path / "rpg.png")
+    assert regional.exit_code == 0, regional.output  # RPG takes mask regions too
+
+
+def test_mask_mistakes_are_found_before_the_model_loads(tmp_path, tiny_model):
+    left = _mask_png(tmp_path / "left.png", 128, 64, 0, 50)
+    empty = _mask_png(tmp_path / "empty.png", 128, 64, 0, 0)
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    cases = [
+        (["--region", "a", "--region", "b", "--mask", left], "one --region prompt per mask"),
+        (["--region", "a", "--mask", empty], "no white pixel"),
+        (["--region", "a", "--mask", text], "not a picture"),
+        (["--region", "a", "--mask", left, "--split", "1"], "either --split or --mask"),
+    ]
+    for args, message in cases:
+        result = run("generate", "x", *args, "--model", tiny_model, "--steps", "1", "--out", tmp_path / "o.png")
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def test_a_panorama_takes_a_control_image(tmp_path, tiny_model):
+    from scenecraft.testing import save_tiny_controlnet
+
+    controlnet = save_tiny_controlnet(tmp_path / "controlnet")
+    picture = tmp_path / "edges.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 128, 3)) * 255).astype(np.uint8)).save(picture)
+    out = tmp_path / "controlled.png"
+    result = run("panorama", "a beach", "--model", tiny_model, "--steps", "2", "--width", "128", "--height", "64",
+                 "--stride", "32", "--control", picture, "--controlnet", controlnet, "--control-scale", "0.5",
+                 "--seed", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert read_generation(out)["control"]["control_scale"] == 0.5

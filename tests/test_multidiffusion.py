@@ -216,14 +216,14 @@ def test_view_batching_gives_the_same_picture(sd_pipe):
 
 
 def test_seeds_reproduce_and_image_i_regenerates_alone(sd_pipe):
-    scene = _two_regions(width=160, height=64)
-    config = _config(stride=16, num_images=2, bootstrap=0.5, num_inference_steps=4)
+    scene = _two_regions(width=128, height=64)
+    config = _config(stride=32, num_images=2, bootstrap=0.5)
     first = generate_multidiffusion(sd_pipe, scene, config)
     again = generate_multidiffusion(sd_pipe, scene, config)
     assert torch.equal(torch.stack(first.images), torch.stack(again.images))
     alone = generate_multidiffusion(sd_pipe, scene, dataclasses.replace(config, num_images=1, seed=8))
-    assert torch.allclose(alone.images[0], first.images[1], atol=1e-5)
-    assert first.seeds == [7, 8] and first.settings["window"] == 64 and first.settings["stride"] == 16
+    assert torch.allclose(alone.images[0], first.images[1], atol=1e-4, rtol=1e-4)  # batch size moves floats
+    assert first.seeds == [7, 8] and first.settings["window"] == 64 and first.settings["stride"] == 32
     other = generate_multidiffusion(sd_pipe, scene, dataclasses.replace(config, seed=9))
     assert not torch.allclose(other.images[0], first.images[0], atol=1e-3)
     fast = dataclasses.replace(config, fast=True, num_images=2)
@@ -240,7 +240,7 @@ def test_bootstrapping_puts_a_noised_solid_colour_outside_the_region(sd_pipe):
 
     with fused_denoiser(sd_pipe, scene, config) as denoise:
         timesteps = prepare_timesteps(sd_pipe.scheduler, 4, "cpu")
-        denoise.bootstrap = _make_bootstrap(sd_pipe, config, latents, image_generators(7, 1), 7)
+        denoise.bootstrap = _make_bootstrap(sd_pipe, config, latents, 7)
         assert denoise.bootstrap.steps == 2
         path = max((p for p in denoise.paths() if p.prompt == 1), key=lambda p: p.view.left)
         mask = denoise._weight(1, path.view)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..scene import DEFAULT_LIMITS, Scene, SceneError, SceneLimits
+from ..scene import DEFAULT_LIMITS, Mask, Region, Scene, SceneError, SceneLimits
 from .app import app, progress_bar, quiet_libraries
 from .errors import UserError, check_folder, check_output_path, note, printable
 
@@ -30,19 +30,31 @@ def build_scene(
     height: int | None,
     default_size: int,
     limits: SceneLimits | None = None,
+    masks: list | None = None,
 ) -> Scene:
-    """The scene of a ``generate`` call: from a file, from --split/--region, or planned from the prompt.
+    """The scene of a ``generate`` call: from a file, from --split/--region (or --region with --mask), or
+    planned from the prompt.
 
-    A size not given keeps the scene file's, else takes ``default_size`` (the model's native size).
+    A size not given keeps the scene file's, else the masks' (with --mask), else takes ``default_size``
+    (the model's native size). ``masks`` are the --mask pictures' region masks, one per region.
     """
     if scene_file is not None:
         if prompt or split or regions:
             raise SceneError("give either --scene or a prompt (with --split/--region), not both")
         scene = Scene.from_json(_read_text(scene_file, "--scene"), limits=limits)
         return scene.with_size(_given(width, scene.width), _given(height, scene.height))
-    width, height = _given(width, default_size), _given(height, default_size)
+    if masks:
+        default_width, default_height = masks[0].width, masks[0].height
+        width, height = _given(width, default_width), _given(height, default_height)
+    else:
+        width, height = _given(width, default_size), _given(height, default_size)
     if not prompt:
         raise SceneError("give a prompt, or --scene scene.json")
+    if masks:
+        if split:
+            raise SceneError("give either --split or --mask: masks place the regions themselves")
+        return Scene(prompt, tuple(Region(text, mask) for text, mask in zip(regions, masks, strict=True)),
+                     width=width, height=height, limits=limits)
     if regions:
         split = split or ",".join("1" for _ in regions)
         return Scene.from_split(prompt, split, regions, width=width, height=height, limits=limits)
@@ -103,6 +115,7 @@ def generate(
     scene_file: Annotated[Optional[Path], typer.Option("--scene", help="A scene JSON file.", exists=True, dir_okay=False)] = None,
     split: Annotated[Optional[str], typer.Option(help='RPG split ratio, e.g. "1,1" or "1,1;2,1,1".')] = None,
     region: Annotated[Optional[list[str]], typer.Option(help="A region prompt; repeat once per region, row by row.")] = None,
+    mask: Annotated[Optional[list[Path]], typer.Option(help="A region's mask picture (white inside), one per --region in the same order, instead of --split.", exists=True, dir_okay=False)] = None,
     base_ratio: Annotated[Optional[float], typer.Option(help="Weight of the whole prompt in every region, 0..1 (scene's value, default 0.3).")] = None,
     negative: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="Planner layout when planning: split or boxes.")] = None,
@@ -115,7 +128,7 @@ def generate(
     width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the scene's, else the model's).")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the scene's, else the model's).")] = None,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to generate (image i uses seed + i).")] = 1,
-    method: Annotated[str, typer.Option(help="Generation method: regional (RPG), layout (LMD) or layout+ (LMD+ on a GLIGEN model).")] = "regional",
+    method: Annotated[str, typer.Option(help="Generation method: regional (RPG), layout (LMD), layout+ (LMD+ on a GLIGEN model) or multidiffusion (any size; mask regions; per-region LoRA).")] = "regional",
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="A method setting KEY=VALUE (JSON value), e.g. --set frozen_step_ratio=0.4; repeatable.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, mps... (default: the best available).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU).")] = None,
@@ -139,6 +152,7 @@ def generate(
     if llm and not (scene_file or region):
         check_folder(default_cache_dir(), "the plan cache")
     control_picture = check_control_flags(control, controlnet, control_scale, method)
+    masks = read_masks(mask or [], region or [], limits)
     quiet_libraries()
     model = model or default_model()
     config = method_config(method, model, setting or [], steps=steps, guidance=guidance, seed=seed,
@@ -146,7 +160,7 @@ def generate(
     with console.status(Text(printable(f"loading {model}"))):
         pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native, limits)
+    scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native, limits, masks)
     if negative is not None:
         scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
     control_input = None
@@ -157,10 +171,7 @@ def generate(
         task = progress.add_task(f"{method}", total=None)
         result = run_method(pipe, scene, config, method=method, control=control_input,
                             on_step=lambda done, total: progress.update(task, completed=done, total=total))
-    if control_input is not None:
-        result = dataclasses.replace(result, settings=result.settings | {
-            "control": str(control), "controlnet": controlnet, "control_scale": control_input.conditioning_scale})
-    _save_all(result, model, out)
+    _save_all(with_control_settings(result, control, controlnet, control_input), model, out)
     console.print(f"seed {result.seed}")
 
 
@@ -188,6 +199,30 @@ def check_control_flags(control: Path | None, controlnet: str | None, control_sc
     return _open_picture(control, "--control")
 
 
+def read_masks(paths: list[Path], regions: list[str], limits: SceneLimits | None) -> list[Mask]:
+    """The --mask pictures as region masks (grey level above one half is inside), checked before any model
+    loads: one per --region, readable pictures, within the scene limits' mask size, not empty."""
+    if not paths:
+        return []
+    if len(paths) != len(regions):
+        raise UserError(f"--mask needs one --region prompt per mask, in the same order: got {len(paths)} mask(s) "
+                        f"and {len(regions)} region(s)")
+    import numpy as np
+
+    limits = limits or DEFAULT_LIMITS
+    masks = []
+    for path in paths:
+        picture = _open_picture(path, "--mask")
+        if picture.width * picture.height > limits.max_mask_pixels:
+            raise UserError(f"--mask {path} is {picture.width}x{picture.height}, more than the "
+                            f"{limits.max_mask_pixels:,} pixels a mask may have (raise it with --limit max_mask_pixels=...)")
+        levels = np.asarray(picture.convert("L"), dtype=np.float64) / 255.0
+        if not (levels > 0.5).any():
+            raise UserError(f"--mask {path} has no white pixel: its region would cover nothing")
+        masks.append(Mask.from_array(levels))
+    return masks
+
+
 def _open_picture(path: Path, option: str):
     from PIL import Image, UnidentifiedImageError
 
@@ -197,6 +232,8 @@ def _open_picture(path: Path, option: str):
             return picture.copy()
     except UnidentifiedImageError:
         raise UserError(f"{option} {path} is not a picture Pillow can read (PNG, JPEG, WebP...)") from None
+    except Image.DecompressionBombError as error:
+        raise UserError(f"{option} {path} is refused as a possible decompression bomb: {error}") from None
 
 
 def control_for(pipe, scene: Scene, picture, controlnet: str, control_scale: float | None):
@@ -212,6 +249,14 @@ def control_for(pipe, scene: Scene, picture, controlnet: str, control_scale: flo
     return control
 
 
+def with_control_settings(result, control: Path | None, controlnet: str | None, control_input):
+    """``result`` with the control image, ControlNet and scale in its settings (for the PNG), if there was one."""
+    if control_input is None:
+        return result
+    return dataclasses.replace(result, settings=result.settings | {
+        "control": str(control), "controlnet": controlnet, "control_scale": control_input.conditioning_scale})
+
+
 def method_config(method: str, model: str, settings: list[str], **flags):
     """The method's config: its defaults, then the model's recommendations, then ``--set``, then the flags."""
     from ..generation.loading import method_settings, recommended_settings
@@ -222,8 +267,8 @@ def method_config(method: str, model: str, settings: list[str], **flags):
     values |= dict(parse_setting(text) for text in settings)
     names = {"steps": "num_inference_steps", "guidance": "guidance_scale"}
     given = {names.get(key, key): value for key, value in flags.items() if value is not None}
-    if "base_ratio" in given and method != "regional":
-        raise ValueError(f"--base-ratio is a setting of method regional, not {method}")
+    if "base_ratio" in given and "base_ratio" not in {field.name for field in dataclasses.fields(get_method(method).config)}:
+        raise ValueError(f"--base-ratio is a setting of methods regional and multidiffusion, not {method}")
     try:
         config = make_config(method, values | given)
         config.check()

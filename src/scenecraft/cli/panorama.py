@@ -10,7 +10,10 @@ from rich.text import Text
 
 from .app import app, progress_bar, quiet_libraries
 from .errors import check_output_path, printable
-from .generate import _save_all, check_control_flags, check_size_flags, console, control_for, method_config, parse_limits
+from .generate import (
+    _save_all, check_control_flags, check_size_flags, console, control_for, method_config, parse_limits,
+    with_control_settings,
+)
 
 METHOD = "multidiffusion"
 
@@ -70,8 +73,5 @@ def panorama(
         task = progress.add_task("panorama", total=None)
         result = run_method(pipe, scene, config, method=METHOD, control=control_input,
                             on_step=lambda done, total: progress.update(task, completed=done, total=total))
-    if control_input is not None:
-        result.settings |= {"control": str(control), "controlnet": controlnet,
-                            "control_scale": control_input.conditioning_scale}
-    _save_all(result, model, out)
+    _save_all(with_control_settings(result, control, controlnet, control_input), model, out)
     console.print(f"seed {result.seed}")

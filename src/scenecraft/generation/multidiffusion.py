@@ -44,7 +44,7 @@ from .regional import _regional_attention, check_control, slot_coefficients, slo
 from .result import GenerationResult, resolve_seed
 from .sampling import (
     ProgressCallback, SamplingConfig, TextConditioning, CFGDenoiser, check_pipeline, decode_latents,
-    guidance_embedding, image_generators, prepare_latents, prepare_timesteps, sample,
+    guidance_embedding, image_generators, latent_mean_std, prepare_latents, prepare_timesteps, sample,
 )
 
 __all__ = ["MultiDiffusionConfig", "generate_multidiffusion", "View", "window_views", "circular_views",
@@ -78,8 +78,9 @@ class MultiDiffusionConfig(SamplingConfig):
             ``False``).
         fast: SpotDiffusion's non-overlapping windows, shifted at random every step, instead of
             overlapping ones (default ``False``): about ``window / stride`` times fewer UNet calls.
-        bootstrap: share of the first steps, 0..1, in which each region's outside is a noised random
-            solid colour (default 0.2, the paper's); mask regions only.
+        bootstrap: share of the first steps, 0..1, in which each region's outside is a random solid
+            colour noised to the step's level (default 0.4: the reference code's 20 of 50 steps); mask
+            regions only.
         regions: how a scene's regions are honoured: ``"paths"`` (default; MultiDiffusion's mask
             regions, one path per region) or ``"regional"`` (RPG's regional attention inside each
             window, for split and box scenes beyond the native size).
@@ -92,7 +93,7 @@ class MultiDiffusionConfig(SamplingConfig):
     view_batch_size: int = 1
     circular: bool = False
     fast: bool = False
-    bootstrap: float = 0.2
+    bootstrap: float = 0.4
     regions: str = "paths"
     base_ratio: float | None = None
 
@@ -418,7 +419,7 @@ class _Bootstrap:
 
     steps: int
     colours: torch.Tensor  # (K, C, 1, 1) latents of solid colours
-    noise: torch.Tensor  # (B, C, H, W) fixed noise on the canvas
+    noise: torch.Tensor  # (B, C, H, W) the initial noise
     pickers: list[torch.Generator]  # one per image: which colour each path gets
 
     def background(self, scheduler, view: View, t: torch.Tensor) -> torch.Tensor:
@@ -538,7 +539,7 @@ def generate_multidiffusion(
             raise ValueError(f"latents must have shape {(config.num_images, pipe.unet.config.in_channels, *latent_hw)}, "
                              f"got {tuple(latents.shape)}")
         if denoise.needs_bootstrap:
-            denoise.bootstrap = _make_bootstrap(pipe, config, latents, generators, seed)
+            denoise.bootstrap = _make_bootstrap(pipe, config, latents, seed)
         extra = pipe.prepare_extra_step_kwargs(generators[0] if len(generators) == 1 else generators, 0.0)
         latents = sample(pipe.scheduler, denoise, latents, timesteps, extra_step_kwargs=extra, on_step=on_step)
     wrap = min(_WRAP_DECODE_COLUMNS, latent_hw[1]) if config.circular else 0
@@ -627,7 +628,7 @@ def _path_prompts(pipe, scene: Scene, latent_hw: tuple[int, int], adapters: _Ada
         return TextConditioning(slots.cond, slots.uncond, slots.pooled, slots.negative_pooled)
 
     weights, rest = scene.weights(*latent_hw)
-    background = scene.background_prompt or scene.base_prompt or scene.prompt
+    background = next(text for text in (scene.background_prompt, scene.base_prompt, scene.prompt) if text is not None)
     background_weight = None if not scene.regions else _canvas_weight(rest, device)
     prompts = [_Prompt(encode(background, scene.negative_prompt, ()), background_weight)]
     for region, weight in zip(scene.regions, weights):
@@ -668,31 +669,26 @@ def _regional_prompts(pipe, scene: Scene, config: MultiDiffusionConfig, latent_h
 
 
 @torch.no_grad()
-def _make_bootstrap(pipe, config: MultiDiffusionConfig, latents: torch.Tensor, generators: list[torch.Generator],
-                    seed: int) -> _Bootstrap:
-    """Solid colours as latents (VAE-encoded once), fixed canvas noise, and how many steps bootstrap.
+def _make_bootstrap(pipe, config: MultiDiffusionConfig, latents: torch.Tensor, seed: int) -> _Bootstrap:
+    """Solid colours as latents (VAE-encoded once), the noise they are noised with, and how many steps bootstrap.
 
-    The noise continues each image's generator and image ``i`` picks colours with a generator of
-    ``seed + i``, so that image ``i`` of a call and a one-image call with its seed agree.
+    As in the reference code, the noise is the initial noise ``latents`` (so a region's outside is the
+    colour on the trajectory's own noise), and image ``i`` picks colours with a generator of ``seed + i``,
+    so that image ``i`` of a call and a one-image call with its seed agree.
     """
     side = 8 * pipe.vae_scale_factor
     palette = torch.rand(_BOOTSTRAP_COLOURS, 3, 1, 1, generator=torch.Generator().manual_seed(0))
     vae = pipe.vae
     pixels = (palette * 2 - 1).expand(-1, -1, side, side).to(device=vae.device, dtype=vae.dtype)
     encoded = _scale_latents(vae, vae.encode(pixels).latent_dist.mean).mean(dim=(-2, -1), keepdim=True)
-    noise = torch.cat([torch.randn(latents.shape[1:], generator=g).unsqueeze(0) for g in generators])
     return _Bootstrap(steps=round(config.bootstrap * config.num_inference_steps),
-                      colours=encoded.to(device=latents.device, dtype=latents.dtype),
-                      noise=noise.to(device=latents.device, dtype=latents.dtype),
-                      pickers=[torch.Generator().manual_seed(seed + i) for i in range(len(generators))])
+                      colours=encoded.to(device=latents.device, dtype=latents.dtype), noise=latents.clone(),
+                      pickers=[torch.Generator().manual_seed(seed + i) for i in range(len(latents))])
 
 
 def _scale_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """The VAE's encoding as the UNet sees it (its scaling factor, and SDXL's latent mean/std where set)."""
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if mean is not None and std is not None:
-        shape = (1, latents.shape[1], 1, 1)
-        mean = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
-        std = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
-        return (latents - mean) * vae.config.scaling_factor / std
+    stats = latent_mean_std(vae, latents)
+    if stats is not None:
+        return (latents - stats[0]) * vae.config.scaling_factor / stats[1]
     return latents * vae.config.scaling_factor

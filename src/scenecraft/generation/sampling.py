@@ -312,13 +312,21 @@ def decode_latents(pipe, latents: torch.Tensor, output_type: str = "pil", *, til
     return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=[True] * image.shape[0])
 
 
-def _unscale(vae, latents: torch.Tensor) -> torch.Tensor:
+def latent_mean_std(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The VAE's per-channel latent mean and std (SDXL-family VAEs that set them) as ``(1, C, 1, 1)``
+    tensors on ``like``'s device and dtype; ``None`` for VAEs that only scale."""
     mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if mean is not None and std is not None:
-        channels = latents.shape[1]
-        mean = torch.tensor(mean).view(1, channels, 1, 1).to(latents.device, latents.dtype)
-        std = torch.tensor(std).view(1, channels, 1, 1).to(latents.device, latents.dtype)
-        return latents * std / vae.config.scaling_factor + mean
+    if mean is None or std is None:
+        return None
+    shape = (1, like.shape[1], 1, 1)
+    return (torch.tensor(mean).view(shape).to(like.device, like.dtype),
+            torch.tensor(std).view(shape).to(like.device, like.dtype))
+
+
+def _unscale(vae, latents: torch.Tensor) -> torch.Tensor:
+    stats = latent_mean_std(vae, latents)
+    if stats is not None:
+        return latents * stats[1] / vae.config.scaling_factor + stats[0]
     return latents / vae.config.scaling_factor
 
 
