@@ -42,7 +42,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {method.name: method for method in (
-    Method("regional", generate_regional, RegionalConfig, ("sd", "sdxl", "sd-gligen"),
+    Method("regional", generate_regional, RegionalConfig, ("sd", "sdxl", "sd-gligen", "sd3", "flux"),
            "RPG: each region's pixels attend to its own prompt, mixed with the base prompt"),
     Method("layout", generate_layout, LayoutConfig, ("sd", "sdxl", "sd-gligen"),
            "LMD: one guided generation per box, composed, then a guided final pass"),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .backbones import check_pipeline, pipeline_family
 from .result import MAX_SEED, check_common_settings
 
 if TYPE_CHECKING:
@@ -71,20 +72,6 @@ class SamplingConfig:
             raise ValueError(f"seed + num_images - 1 must stay <= {MAX_SEED} (image i uses seed + i), got seed {self.seed}")
         if self.output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {self.output_type!r}")
-
-
-def pipeline_family(pipe) -> str:
-    """``"sdxl"``, ``"sd-gligen"`` (an SD 1.x UNet with GLIGEN's gated attention) or ``"sd"`` (1.x/2.x)."""
-    if hasattr(pipe, "text_encoder_2"):
-        return "sdxl"
-    return "sd-gligen" if getattr(pipe.unet, "position_net", None) is not None else "sd"
-
-
-def check_pipeline(pipe) -> None:
-    """Reject anything that is not a diffusers SD 1.x/2.x/XL pipeline, naming the missing part."""
-    for part in ("unet", "vae", "tokenizer", "scheduler", "encode_prompt", "prepare_latents", "image_processor"):
-        if not hasattr(pipe, part):
-            raise TypeError(f"pipe must be a diffusers Stable Diffusion (1.x/2.x/XL) pipeline; it has no {part!r}")
 
 
 @dataclass
