@@ -140,6 +140,7 @@ def generate(
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
     from ..generation import load_pipeline
+    from ..generation.backbones import backbone
     from ..generation.loading import default_model
     from ..generation.methods import generate as run_method
     from ..planning.cache import default_cache_dir
@@ -159,7 +160,7 @@ def generate(
                            num_images=num_images, base_ratio=base_ratio)
     with console.status(Text(printable(f"loading {model}"))):
         pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
-    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    native = backbone(pipe).native_size
     scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native, limits, masks)
     if negative is not None:
         scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})

@@ -47,6 +47,7 @@ def panorama(
 ) -> None:
     """Generate a panorama wider (or taller) than the model's native size with MultiDiffusion."""
     from ..generation import load_pipeline
+    from ..generation.backbones import backbone
     from ..generation.loading import default_model
     from ..generation.methods import generate as run_method
     from ..scene import Scene
@@ -62,7 +63,7 @@ def panorama(
                            circular=circular, fast=fast, tiled_decode=tiled_decode)
     with console.status(Text(printable(f"loading {model}"))):
         pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
-    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    native = backbone(pipe).native_size
     scene = Scene(prompt, width=width, height=native if height is None else height, negative_prompt=negative,
                   limits=limits)
     control_input = None

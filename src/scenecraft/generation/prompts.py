@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .backbones import pipeline_family
+
 __all__ = ["PromptEncoder", "EncodedSlots", "split_into_chunks"]
 
 
@@ -65,7 +67,7 @@ class PromptEncoder:
     def __init__(self, pipe, device: torch.device) -> None:
         self.pipe = pipe
         self.device = device
-        self.is_sdxl = hasattr(pipe, "text_encoder_2")
+        self.is_sdxl = pipeline_family(pipe) == "sdxl"
         self.chunk_length = pipe.tokenizer.model_max_length  # tokens of one encoded window (BOS + 75 + EOS in CLIP)
         self._cache: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
