@@ -1,4 +1,5 @@
-"""Load a Stable Diffusion pipeline from a hub id, a local diffusers folder or a single checkpoint file."""
+"""Load a Stable Diffusion (1.x/2.x, SDXL, SD3) or Flux.1 pipeline from a hub id, a local diffusers folder or a single
+checkpoint file."""
 
 from __future__ import annotations
 
@@ -23,6 +24,28 @@ _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 _SDXL_KEY = "conditioner.embedders.1.model."
 # Every SD 1.x/2.x/SDXL single file in the original (LDM) layout keeps its UNet under this prefix.
 _UNET_KEY = "model.diffusion_model."
+# SD3's MMDiT (original layout) has joint blocks; Flux.1's transformer (BFL layout) double- and single-stream blocks.
+# Both come bare or under _UNET_KEY (ComfyUI-style all-in-one files).
+_SD3_BLOCKS = "joint_blocks."
+_FLUX_BLOCKS = ("double_blocks.", "single_blocks.")
+# Keys of transformers that also have double/single blocks but are not Flux.1 (as diffusers' single-file loader
+# tells them apart), and what they are.
+_NOT_FLUX_1 = {"single_stream_modulation.": "Flux.2", "early_stream_modulations.": "a later Flux",
+               "distilled_guidance_layer.": "Chroma"}
+# A Flux.1 transformer with guidance embedding is dev-like; without it, schnell-like.
+_FLUX_GUIDANCE = "guidance_in."
+# Text encoders in an SD3 (and all-in-one Flux) single file: text_encoders.clip_l / clip_g / t5xxl.
+_TEXT_ENCODERS_KEY = "text_encoders."
+# Families: what each is called in messages, and the hub repos its single files take their other parts from.
+_FAMILY_NAMES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux.1"}
+_SD3_REPOS = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
+              "sd35-medium": "stabilityai/stable-diffusion-3.5-medium",
+              "sd35-large": "stabilityai/stable-diffusion-3.5-large"}
+_FLUX_REPOS = {"dev": "black-forest-labs/FLUX.1-dev", "schnell": "black-forest-labs/FLUX.1-schnell"}
+_GATED_NOTE = dict.fromkeys([*_SD3_REPOS.values(), _FLUX_REPOS["dev"]],
+                            "; the repo is gated: accept its licence on the hub and `huggingface-cli login` first")
+# MMDiT families: the default dtype on an accelerator is bfloat16 (Flux's activations overflow float16).
+_BF16_FAMILIES = ("sd3", "flux")
 # What diffusers' from_pretrained/from_single_file raise for a folder or file that is corrupt, incomplete or
 # foreign (bad JSON, bad configs, random weights, missing tensors, wrong shapes). Caught only around those calls.
 _LOAD_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError, EOFError,
@@ -175,8 +198,10 @@ def _available_devices() -> list[str]:
     return names
 
 
-def pick_dtype(device: torch.device, dtype: torch.dtype | str | None = None) -> torch.dtype:
-    """``dtype`` if given, else float16 on an accelerator and float32 on the CPU."""
+def pick_dtype(device: torch.device, dtype: torch.dtype | str | None = None, family: str = "sd") -> torch.dtype:
+    """``dtype`` if given (a name such as ``"bf16"`` or a torch dtype), else the default of ``family`` on ``device``:
+    float32 on the CPU; on an accelerator bfloat16 for ``"sd3"`` and ``"flux"`` (Flux's activations overflow
+    float16) and float16 for ``"sd"`` and ``"sdxl"``."""
     if isinstance(dtype, str):
         names = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
                  "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
@@ -185,11 +210,14 @@ def pick_dtype(device: torch.device, dtype: torch.dtype | str | None = None) -> 
         return names[dtype]
     if dtype is not None:
         return dtype
-    return torch.float32 if device.type == "cpu" else torch.float16
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if family in _BF16_FAMILIES else torch.float16
 
 
 def detect_family(model: str | Path) -> str:
-    """``"sdxl"`` or ``"sd"`` for a local diffusers folder or a single checkpoint file."""
+    """``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sd3"`` (SD3, SD3.5) or ``"flux"`` (Flux.1 dev, schnell) for a local
+    diffusers folder (its ``model_index.json``) or a single checkpoint file (its tensor names)."""
     path = Path(model)
     if path.is_dir():
         index = path / "model_index.json"
@@ -197,10 +225,22 @@ def detect_family(model: str | Path) -> str:
             raise ModelLoadError(f"{path} is not a diffusers pipeline folder: it has no model_index.json")
         fix = "download the model folder again"
         return _family_of_class(_class_name(_read_json_object(index, fix), str(index), fix), str(index))
-    return _family_of_keys(_checkpoint_keys(path))
+    return _family_of_keys(_checkpoint_keys(path), str(path))
 
 
-def _family_of_keys(keys: list[str]) -> str:
+def _family_of_keys(keys: list[str], source: str | None = None) -> str:
+    """The family of a single file's tensor names: SD3 and Flux.1 by their transformer blocks, SDXL by its second
+    text encoder, else SD 1.x/2.x. A Flux.2 or Chroma transformer is a ModelLoadError."""
+    bare = [key.removeprefix(_UNET_KEY) for key in keys]
+    if any(key.startswith(_SD3_BLOCKS) for key in bare):
+        return "sd3"
+    if any(key.startswith(_FLUX_BLOCKS) for key in bare):
+        if other := next((name for prefix, name in _NOT_FLUX_1.items() if any(k.startswith(prefix) for k in bare)),
+                         None):
+            where = f"checkpoint file {source}" if source else "the checkpoint"
+            raise ModelLoadError(f"{where} holds a {other} transformer, not Flux.1: scenecraft loads Stable Diffusion "
+                                 f"1.x/2.x, SDXL, SD3 and Flux.1 (dev, schnell)")
+        return "flux"
     return "sdxl" if any(k.startswith(_SDXL_KEY) for k in keys) else "sd"
 
 
@@ -244,13 +284,17 @@ def _family_of_class(class_name: str, source: str | None = None) -> str:
         # GLIGEN checkpoints are SD 1.x plus gated self-attention; diffusers' GLIGEN pipelines are deprecated, so
         # they load as a StableDiffusionPipeline of the same components (is_gligen_model tells them apart).
         return "sd"
+    if class_name.startswith("StableDiffusion3"):
+        return "sd3"
+    if class_name == "FluxPipeline":  # Flux.1 dev and schnell; Flux.2, Kontext, Fill... have other components
+        return "flux"
     if "XL" in class_name:
         return "sdxl"
     if class_name.startswith("StableDiffusion"):
         return "sd"
     where = f" (named by {source})" if source else ""
-    raise ModelLoadError(f"pipeline class {class_name}{where} is not Stable Diffusion 1.x/2.x or SDXL: scenecraft "
-                         f"loads only those (GLIGEN included)")
+    raise ModelLoadError(f"pipeline class {class_name}{where} is not Stable Diffusion 1.x/2.x, SDXL, SD3 or Flux.1: "
+                         f"scenecraft loads only those (GLIGEN included; Flux.1 as FluxPipeline, dev or schnell)")
 
 
 def _checkpoint_keys(path: Path) -> list[str]:
@@ -324,13 +368,17 @@ def _reason(error: BaseException) -> str:
 
 
 def _single_file_help(path: Path, family: str, error: Exception) -> str:
-    name, repos = {
-        "sd": ("SD 1.x/2.x", ["stable-diffusion-v1-5/stable-diffusion-v1-5", "stabilityai/stable-diffusion-2-1"]),
-        "sdxl": ("SDXL", ["stabilityai/stable-diffusion-xl-base-1.0"]),
+    name = _FAMILY_NAMES[family]
+    repos = {
+        "sd": ["stable-diffusion-v1-5/stable-diffusion-v1-5", "stabilityai/stable-diffusion-2-1"],
+        "sdxl": ["stabilityai/stable-diffusion-xl-base-1.0"],
+        "sd3": [_SD3_REPOS["sd3"], _SD3_REPOS["sd35-large"]],
+        "flux": [_FLUX_REPOS["dev"], _FLUX_REPOS["schnell"]],
     }[family]
+    # T5 tokenizers (SD3's, Flux's) may come as a SentencePiece spiece.model.
+    include = "'*.json' '*.txt'" + (" '*.model'" if family in _BF16_FAMILIES else "")
     download = " or ".join(
-        f"`huggingface-cli download {repo} --include '*.json' '*.txt' --local-dir ./{repo.split('/')[1]}`"
-        for repo in repos
+        f"`huggingface-cli download {repo} --include {include} --local-dir ./{repo.split('/')[1]}`" for repo in repos
     )
     return (
         f"could not load the checkpoint file {path}: {error}\n"
@@ -338,6 +386,21 @@ def _single_file_help(path: Path, family: str, error: Exception) -> str:
         f"diffusers folder of the same family ({name}), which it fetches from the hub. Offline, pass "
         f"single_file_config (--model-config) pointing at a local one: download its configs (a few MB) on a machine "
         f"with internet with {download}."
+    )
+
+
+def _transformer_file_help(path: Path, family: str, config: str, repo: str, error: Exception) -> str:
+    """What to do when the other components of a transformer-only single file could not be loaded from ``config``
+    (``repo``: the hub repo of the file's model)."""
+    name = _FAMILY_NAMES[family]
+    source = f"the folder {config}" if Path(config).expanduser().is_dir() else f"{config!r} on the hub"
+    download = f"`huggingface-cli download {repo} --exclude 'transformer/*' --local-dir ./{repo.split('/')[-1]}`"
+    return (
+        f"could not load the checkpoint file {path}: {error}\n"
+        f"It holds only the {name} transformer: the text encoders, tokenizers, VAE and scheduler come, with their "
+        f"weights, from a diffusers {name} folder ({source}). Offline, pass single_file_config (--model-config) "
+        f"pointing at a local diffusers {name} folder of the same model: download it on a machine with internet with "
+        f"{download} (its transformer is not needed{_GATED_NOTE.get(repo, '')})."
     )
 
 
@@ -351,21 +414,42 @@ def _single_file_errors() -> tuple[type[BaseException], ...]:
 
 
 def _pipeline_class(family: str):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    return {"sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline, "flux": FluxPipeline}.get(
+        family, StableDiffusionPipeline)
 
 
-def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
+def _transformer_class(family: str):
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    return FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel
+
+
+def _default_repo(keys: list[str], family: str) -> str:
+    """The hub repo whose components a transformer-only SD3 or Flux.1 file goes with, told from its tensor names."""
+    bare = [key.removeprefix(_UNET_KEY) for key in keys]
+    if family == "flux":
+        return _FLUX_REPOS["dev" if any(key.startswith(_FLUX_GUIDANCE) for key in bare) else "schnell"]
+    if any(key.startswith(_SD3_BLOCKS + "37.") for key in bare):  # 38 joint blocks: SD3.5 Large
+        return _SD3_REPOS["sd35-large"]
+    if any(key.startswith(_SD3_BLOCKS) and ".attn2." in key for key in bare):  # dual attention: SD3.5 Medium
+        return _SD3_REPOS["sd35-medium"]
+    return _SD3_REPOS["sd3"]
+
+
+def _load(model: str, device: torch.device, dtype: torch.dtype | None, single_file_config: str | None):
+    """The pipeline ``model`` names, in ``dtype`` (``None``: its family's default on ``device``), on the CPU."""
     if model == TOYWORLD:
         if not (toyworld_path() / "model_index.json").is_file():
             raise ModelLoadError("the toy-world model is not shipped with this installation of scenecraft")
         model = str(toyworld_path())
     path = Path(model).expanduser()
     if path.is_dir():
-        cls = _pipeline_class(detect_family(path))
+        family = detect_family(path)
         try:
-            return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+            return _pipeline_class(family).from_pretrained(str(path), dtype=pick_dtype(device, dtype, family),
+                                                           local_files_only=True)
         except ModelLoadError:
             raise
         except _LOAD_ERRORS as error:
@@ -377,36 +461,18 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
         if not path.is_file():
             raise ModelLoadError(f"checkpoint file {path} does not exist")
         keys = _checkpoint_keys(path)
-        if not any(key.startswith(_UNET_KEY) for key in keys):
+        family = _family_of_keys(keys, str(path))
+        if family in ("sd", "sdxl") and not any(key.startswith(_UNET_KEY) for key in keys):
             sample = ", ".join(repr(key) for key in keys[:3]) or "none"
             raise ModelLoadError(
                 f"checkpoint file {path} holds no Stable Diffusion UNet weights (no tensor name starts with "
                 f"{_UNET_KEY!r}; its first are {sample}): it is not an SD 1.x/2.x or SDXL checkpoint in the original "
-                f"single-file layout"
+                f"single-file layout, nor an SD3 or Flux.1 one (no {_SD3_BLOCKS!r} or {_FLUX_BLOCKS[0]!r} tensors)"
             )
-        family = _family_of_keys(keys)
-        cls = _pipeline_class(family)
-        if single_file_config:
-            try:
-                return cls.from_single_file(str(path), dtype=dtype, config=single_file_config)
-            except ModelLoadError:
-                raise
-            except _single_file_errors() as error:
-                raise ModelLoadError(
-                    f"could not load the checkpoint file {path} with the configs of {single_file_config!r}: "
-                    f"{_reason(error)}\nThe file may be corrupt, or of another family than the configs' folder; if "
-                    f"single_file_config (--model-config) is a hub id and you are offline, download it first and "
-                    f"pass the folder."
-                ) from error
-        try:
-            return cls.from_single_file(str(path), dtype=dtype)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(_single_file_help(path, family, error)) from error
-        except ModelLoadError:
-            raise
-        except _single_file_errors() as error:
-            raise ModelLoadError(f"could not load the checkpoint file {path}: {_reason(error)}\nThe file is corrupt "
-                                 f"or not a Stable Diffusion checkpoint; download it again.") from error
+        dtype = pick_dtype(device, dtype, family)
+        if family in _BF16_FAMILIES and not any(key.startswith(_TEXT_ENCODERS_KEY) for key in keys):
+            return _load_transformer_file(path, family, dtype, single_file_config, _default_repo(keys, family))
+        return _load_single_file(path, family, dtype, single_file_config)
     if model.count("/") != 1 or path.exists():
         raise ModelLoadError(
             f"{model!r} is neither a local diffusers folder, a checkpoint file ({', '.join(_SINGLE_FILE_SUFFIXES)}) "
@@ -419,14 +485,78 @@ def _load(model: str, dtype: torch.dtype, single_file_config: str | None):
     fix = "it is not a diffusers pipeline, or its download is corrupt"
     if not isinstance(config, dict):
         raise ModelLoadError(f"{source} must hold a JSON object, not {_json_kind(config)}; {fix}")
-    cls = _pipeline_class(_family_of_class(_class_name(config, source, fix), source))
+    family = _family_of_class(_class_name(config, source, fix), source)
     try:
-        return cls.from_pretrained(model, dtype=dtype)
+        return _pipeline_class(family).from_pretrained(model, dtype=pick_dtype(device, dtype, family))
     except (OSError, ValueError, ModelLoadError):
         raise  # load_pipeline says how to download it
     except _LOAD_ERRORS as error:
         raise ModelLoadError(f"could not load {model!r}: {_reason(error)}\nIts downloaded files are corrupt or "
                              f"incomplete; download it again.") from error
+
+
+def _load_single_file(path: Path, family: str, dtype: torch.dtype, single_file_config: str | None):
+    """A whole pipeline from one checkpoint file (diffusers' ``from_single_file``)."""
+    cls = _pipeline_class(family)
+    if single_file_config:
+        try:
+            return cls.from_single_file(str(path), dtype=dtype, config=single_file_config)
+        except ModelLoadError:
+            raise
+        except _single_file_errors() as error:
+            raise ModelLoadError(
+                f"could not load the checkpoint file {path} with the configs of {single_file_config!r}: "
+                f"{_reason(error)}\nThe file may be corrupt, or of another family than the configs' folder; if "
+                f"single_file_config (--model-config) is a hub id and you are offline, download it first and "
+                f"pass the folder."
+            ) from error
+    try:
+        return cls.from_single_file(str(path), dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(_single_file_help(path, family, error)) from error
+    except ModelLoadError:
+        raise
+    except _single_file_errors() as error:
+        if family in _BF16_FAMILIES and type(error).__name__ == "SingleFileComponentError":
+            name = _FAMILY_NAMES[family]
+            raise ModelLoadError(
+                f"could not load the checkpoint file {path}: {_reason(error)}\nThe file leaves out a component's "
+                f"weights ({name} files often leave out T5): pass single_file_config (--model-config) pointing at a "
+                f"local diffusers {name} folder that has them."
+            ) from error
+        what = {"sd3": "an SD3", "flux": "a Flux.1"}.get(family, "a Stable Diffusion")
+        raise ModelLoadError(f"could not load the checkpoint file {path}: {_reason(error)}\nThe file is corrupt "
+                             f"or not {what} checkpoint; download it again.") from error
+
+
+def _load_transformer_file(path: Path, family: str, dtype: torch.dtype, config: str | None, repo: str):
+    """An SD3 or Flux.1 pipeline from a single file without text encoders (Flux.1's and SD3.5's original files hold
+    only the transformer): the transformer from the file, every other component (a VAE in the file included) from
+    the diffusers folder or hub id ``config`` (default ``repo``, the file's model on the hub), loaded first so that
+    a missing one fails before the big file is read."""
+    cls = _pipeline_class(family)
+    config = config or repo
+    try:
+        rest = cls.from_pretrained(config, transformer=None, dtype=dtype)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(_transformer_file_help(path, family, config, repo, error)) from error
+    except _LOAD_ERRORS as error:
+        raise ModelLoadError(f"could not load the components of {config!r} that go with the checkpoint file {path}: "
+                             f"{_reason(error)}\nIts files are corrupt or incomplete; download it again.") from error
+    try:
+        transformer = _transformer_class(family).from_single_file(str(path), config=config, subfolder="transformer",
+                                                                  dtype=dtype)
+    except ModelLoadError:
+        raise
+    except _single_file_errors() as error:
+        raise ModelLoadError(
+            f"could not load the {_FAMILY_NAMES[family]} transformer of the checkpoint file {path} with the config "
+            f"of {config!r}: {_reason(error)}\nThe file may be corrupt, or of another model than that folder (give "
+            f"the right one as single_file_config, --model-config)."
+        ) from error
+    return cls(**{**rest.components, "transformer": transformer})
 
 
 def load_pipeline(
@@ -435,27 +565,40 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     single_file_config: str | None = None,
+    offload: bool = False,
 ):
-    """Load an SD 1.x/2.x or SDXL pipeline and move it to a device.
+    """Load an SD 1.x/2.x, SDXL, SD3/SD3.5 or Flux.1 (dev, schnell) pipeline and move it to a device.
 
     Args:
-        model: a HuggingFace hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``), a local
-            diffusers folder, a single ``.safetensors``/``.ckpt`` file, or ``"toyworld"`` (the model that
-            ships with scenecraft). Default: :func:`default_model`.
+        model: a HuggingFace hub id (``"stable-diffusion-v1-5/stable-diffusion-v1-5"``,
+            ``"black-forest-labs/FLUX.1-schnell"``), a local diffusers folder, a single
+            ``.safetensors``/``.ckpt`` file, or ``"toyworld"`` (the model that ships with scenecraft).
+            Default: :func:`default_model`.
         device: where to run; default the available accelerator, else the CPU.
-        dtype: weights' dtype; default float16 on an accelerator and float32 on the CPU.
+        dtype: weights' dtype; default float32 on the CPU and, on an accelerator, float16 for SD 1.x/2.x
+            and SDXL, bfloat16 for SD3 and Flux (see :func:`pick_dtype`).
         single_file_config: for single files offline, a local diffusers folder or hub id whose
-            configs describe the checkpoint (diffusers otherwise fetches them from the hub).
+            configs describe the checkpoint (diffusers otherwise fetches them from the hub). A Flux.1 or
+            SD3 file without text encoders (the original Flux.1 files hold only the transformer) takes
+            its other components, weights included, from this folder (default: the hub repo of its model,
+            FLUX.1-dev or FLUX.1-schnell, SD3 Medium, SD3.5 Medium or Large).
+        offload: keep the models on the CPU and move each to ``device`` only while it runs (diffusers'
+            ``enable_model_cpu_offload``): slower, but it fits Flux and SD3.5 Large on smaller GPUs. Needs an
+            accelerator; on the CPU it is a ValueError.
 
-    The family (SD 1.x/2.x vs SDXL) is detected from ``model_index.json`` or the checkpoint's keys. GLIGEN
+    The family is detected from ``model_index.json`` (its ``_class_name``) or the checkpoint's keys. GLIGEN
     checkpoints (``model_index.json`` names ``StableDiffusionGLIGENPipeline``) load as a plain
     ``StableDiffusionPipeline`` whose UNet has gated self-attention; see :mod:`scenecraft.generation.gligen`.
     """
     model = str(model) if model is not None else default_model()
     device = pick_device(device)
-    dtype = pick_dtype(device, dtype)
+    if offload and device.type == "cpu":
+        raise ValueError("offload=True keeps the models on the CPU and moves each to the accelerator only while it "
+                         "runs, but the device is the CPU: pass an accelerator device (cuda, mps, xpu) or drop offload")
+    if isinstance(dtype, str):
+        dtype = pick_dtype(device, dtype)  # a bad name is refused before any weights load
     try:
-        pipe = _load(model, dtype, single_file_config)
+        pipe = _load(model, device, dtype, single_file_config)
     except ModelLoadError:
         raise
     except (OSError, ValueError) as error:
@@ -465,6 +608,9 @@ def load_pipeline(
             f"folder; for single files offline, also pass single_file_config (--model-config) pointing at a local "
             f"diffusers folder of the same family."
         ) from error
-    pipe = pipe.to(device)
+    if offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
