@@ -69,7 +69,7 @@ INDEXES = [
     (b'{"_class_name": "StableDiffusion\xffPipeline"}', r"is not UTF-8 text \(invalid start byte at byte 32\)"),
     (b'{"_class_name": 3}', r'"_class_name" must be a pipeline class name \(a string\), not a number'),
     (b'{"_class_name": null}', r'"_class_name" must be a pipeline class name \(a string\), not null'),
-    (b'{"_class_name": "FluxPipeline"}', "pipeline class FluxPipeline .* is not Stable Diffusion 1.x/2.x or SDXL"),
+    (b'{"_class_name": "Flux2Pipeline"}', "pipeline class Flux2Pipeline .* is not Stable Diffusion 1.x/2.x, SDXL, SD3 or Flux.1"),
 ]
 
 
@@ -295,8 +295,8 @@ def test_cli_bad_model_files_are_sentences(tmp_path):
     folder.mkdir()
     (folder / "model_index.json").write_text("[]")
     assert_sentence(cli("generate", "a cat", "--model", folder, "--out", out), "must hold a JSON object")
-    (folder / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
-    assert_sentence(cli("generate", "a cat", "--model", folder, "--out", out), "FluxPipeline", "not Stable Diffusion")
+    (folder / "model_index.json").write_text('{"_class_name": "Flux2Pipeline"}')
+    assert_sentence(cli("generate", "a cat", "--model", folder, "--out", out), "Flux2Pipeline", "not Stable Diffusion")
     (folder / "scenecraft.json").write_text('{"methods": 3}')
     assert_sentence(cli("generate", "a cat", "--model", folder, "--out", out), '"methods" must be an object')
 

@@ -122,8 +122,8 @@ def generate(
     llm: Annotated[Optional[str], typer.Option(help="LLM backend for planning, e.g. openai:gpt-4o (default: offline planner).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Hub id, diffusers folder, .safetensors/.ckpt file, or 'toyworld' (the shipped model, default).")] = None,
     model_config: Annotated[Optional[str], typer.Option(help="Config folder for single-file checkpoints offline.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's recommendation, else the method's: 30 regional, 50 layout).")] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: the model's recommendation, else the method's: 7 regional, 7.5 layout).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's recommendation, else the family's: SD3/Flux-dev 28, Flux-schnell 4, else the method's: 30 regional, 50 layout).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the model's recommendation, else the family's: SD3 7, Flux-dev 3.5 (its embedded guidance), else the method's: 7 regional, 7.5 layout).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; drawn and recorded when omitted.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Width in pixels (default: the scene's, else the model's).")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height in pixels (default: the scene's, else the model's).")] = None,
@@ -131,7 +131,8 @@ def generate(
     method: Annotated[str, typer.Option(help="Generation method: regional (RPG), layout (LMD), layout+ (LMD+ on a GLIGEN model) or multidiffusion (any size; mask regions; per-region LoRA).")] = "regional",
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="A method setting KEY=VALUE (JSON value), e.g. --set frozen_step_ratio=0.4; repeatable.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, mps... (default: the best available).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="fp16, bf16 or fp32 (default: on GPU fp16, bf16 for SD3 and Flux; fp32 on CPU).")] = None,
+    offload: Annotated[bool, typer.Option("--offload", help="Keep the models on the CPU and move each to the GPU only while it runs (less GPU memory, slower; needs a GPU).")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output PNG (default scenecraft-SEED.png).")] = None,
     limit: Annotated[Optional[list[str]], typer.Option(help="Raise a scene limit KEY=VALUE, e.g. --limit max_side=32768 (see the README's limits table); repeatable.")] = None,
     control: Annotated[Optional[Path], typer.Option(help="A control image (canny edges, depth, pose...) for --controlnet; resized to the output's size.", exists=True, dir_okay=False)] = None,
@@ -159,8 +160,12 @@ def generate(
     config = method_config(method, model, setting or [], steps=steps, guidance=guidance, seed=seed,
                            num_images=num_images, base_ratio=base_ratio)
     with console.status(Text(printable(f"loading {model}"))):
-        pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config)
-    native = backbone(pipe).native_size
+        pipe = load_pipeline(model, device=device, dtype=dtype, single_file_config=model_config, offload=offload)
+    adapter = backbone(pipe)
+    native = adapter.native_size
+    if adapter.is_mmdit:  # SD3's and Flux's own step counts and guidance, under what the user gave
+        config = method_config(method, model, setting or [], family=adapter.flavour, steps=steps, guidance=guidance,
+                               seed=seed, num_images=num_images, base_ratio=base_ratio)
     scene = build_scene(prompt, scene_file, split, region or [], layout, llm, width, height, native, limits, masks)
     if negative is not None:
         scene = Scene.from_dict(scene.to_dict() | {"negative_prompt": negative})
@@ -258,13 +263,15 @@ def with_control_settings(result, control: Path | None, controlnet: str | None, 
         "control": str(control), "controlnet": controlnet, "control_scale": control_input.conditioning_scale})
 
 
-def method_config(method: str, model: str, settings: list[str], **flags):
-    """The method's config: its defaults, then the model's recommendations, then ``--set``, then the flags."""
+def method_config(method: str, model: str, settings: list[str], family: str | None = None, **flags):
+    """The method's config: its defaults, then the family's (``family``: SD3's and Flux's step counts and
+    guidance), then the model's recommendations, then ``--set``, then the flags."""
+    from ..generation.backbones import family_settings
     from ..generation.loading import method_settings, recommended_settings
     from ..generation.methods import get_method, make_config, parse_setting
 
     get_method(method)
-    values = dict(recommended_settings(model)) | method_settings(model, method)
+    values = family_settings(family) | dict(recommended_settings(model)) | method_settings(model, method)
     values |= dict(parse_setting(text) for text in settings)
     names = {"steps": "num_inference_steps", "guidance": "guidance_scale"}
     given = {names.get(key, key): value for key, value in flags.items() if value is not None}

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .latents import token_grid as unet_token_grid
 
-__all__ = ["Backbone", "FAMILIES", "UNET_FAMILIES", "MMDIT_FAMILIES", "backbone", "pipeline_family", "check_pipeline"]
+__all__ = ["Backbone", "FAMILIES", "UNET_FAMILIES", "MMDIT_FAMILIES", "backbone", "pipeline_family", "check_pipeline",
+           "family_settings"]
 
 UNET_FAMILIES = ("sd", "sd-gligen", "sdxl")
 MMDIT_FAMILIES = ("sd3", "flux")
@@ -92,6 +93,14 @@ class Backbone:
         return _NAMES[self.family]
 
     @property
+    def flavour(self) -> str:
+        """The family, with Flux's guidance-distilled dev (``"flux"``) told from the step-distilled schnell
+        (``"flux-schnell"``: no guidance embedding); the key of :func:`family_settings`."""
+        if self.family == "flux" and not self.pipe.transformer.config.guidance_embeds:
+            return "flux-schnell"
+        return self.family
+
+    @property
     def denoiser(self):
         return self.pipe.transformer if self.is_mmdit else self.pipe.unet
 
@@ -138,6 +147,20 @@ class Backbone:
             raise ValueError(f"a {self.name} layer sees {num_tokens} image tokens, not the {grid[0]}x{grid[1]} patch "
                              f"grid of the {latent_height}x{latent_width} latent")
         return grid
+
+
+_FAMILY_SETTINGS = {
+    "sd3": {"num_inference_steps": 28, "guidance_scale": 7.0},
+    "flux": {"num_inference_steps": 28, "guidance_scale": 3.5},
+    "flux-schnell": {"num_inference_steps": 4, "guidance_scale": 0.0},
+}
+
+
+def family_settings(flavour: str | None) -> dict:
+    """The step count and guidance the diffusers pipeline of a family defaults to, where they differ from
+    scenecraft's (30 steps, guidance 7): SD3 28 and 7.0, Flux-dev 28 and 3.5 (its distilled guidance), Flux-schnell
+    4 steps (it takes no guidance). ``{}`` for the UNet families and ``None``."""
+    return dict(_FAMILY_SETTINGS.get(flavour, {}))
 
 
 def backbone(pipe) -> Backbone:
