@@ -301,3 +301,23 @@ def test_mmdit_mistakes_are_clear(flux):
     long_prompt = " ".join(["red"] * 600)
     with pytest.raises(ValueError, match="is 601 T5 tokens; flux encodes at most 512"):
         regional(flux, scene(TWO_BOXES, prompt=long_prompt))
+
+
+def test_mask_and_cell_regions_own_the_tokens_under_them(flux):
+    from scenecraft.scene import Mask, Region
+
+    disc = np.zeros((SIZE, SIZE))
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    disc[(yy - 20) ** 2 + (xx - 40) ** 2 < 15 ** 2] = 1
+    masked = Scene(prompt=BASE, width=SIZE, height=SIZE, base_ratio=0.3,
+                   regions=[Region("a red circle", Mask.from_array(disc))])
+    split = Scene.from_split(BASE, "1,1", ["a red circle", "a blue square"], width=SIZE, height=SIZE)
+    for the_scene in (masked, split):
+        image = regional(flux, the_scene)
+        assert image.shape == (SIZE, SIZE, 3) and np.abs(image - plain(flux)).max() > 1e-3
+    grid = SIZE // flux.vae_scale_factor // 2
+    coefficients = slot_coefficients(masked, 0.3, grid, grid)
+    layout = JointSlotLayout([(0, 4), (4, 6)], coefficients, text_first=True)
+    weights = masked.weights(grid, grid)[0][0].ravel()
+    assert [1 in layout.seen_slots(token) for token in range(grid * grid)] == list(weights > 1e-6)
+    assert any(weights > 1e-6) and not all(weights > 1e-6)
