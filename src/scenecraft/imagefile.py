@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
 from .scene import Scene, SceneError, load_json
 
-__all__ = ["save_png", "save_image", "read_metadata", "read_png_metadata", "read_generation", "a1111_parameters",
-           "generation_record", "PngMetadata", "PngReadError", "MAX_TEXT_BYTES"]
+__all__ = ["save_png", "save_image", "png_bytes", "write_atomically", "image_metadata", "read_metadata",
+           "read_png_metadata", "read_generation", "a1111_parameters", "generation_record", "PngMetadata",
+           "PngReadError", "MAX_TEXT_BYTES"]
 
 SCENE_KEY = "scenecraft.scene"
 GENERATION_KEY = "scenecraft.generation"
@@ -27,6 +31,8 @@ MAX_TEXT_BYTES = 1_000_000
 MAX_CHUNKS = 100_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+#: The suffix of the temporary file an atomic write renames into place (``.NAME.*.part``).
+TEMP_SUFFIX = ".part"
 
 
 def a1111_parameters(scene: Scene, settings: dict[str, Any], model: str, method: str) -> str:
@@ -53,18 +59,49 @@ def generation_record(method: str, model: str, settings: dict[str, Any]) -> dict
     return {"method": method, "model": model, "seed": settings.get("seed"), "config": settings}
 
 
-def save_png(image: Image.Image, path: str | Path, scene: Scene, parameters: str,
-             generation: dict[str, Any] | None = None) -> Path:
-    """Write ``image`` to ``path`` with the scene JSON, the parameters text and (if given) the
-    generation record as PNG text chunks; atomically (see :func:`save_image`)."""
+def image_metadata(result: Any, index: int, model: str) -> tuple[str, dict[str, Any]]:
+    """The ``parameters`` text and the generation record of image ``index`` of a ``GenerationResult``.
+
+    The record's config is exactly the method's config (it rebuilds the image alone: its own seed, one
+    image); the scheduler rides beside it, and a ControlNet's settings, if the result has them, too.
+    """
+    from .generation.methods import get_method  # torch: imported only by those that generated something
+
+    fields = {f.name for f in dataclasses.fields(get_method(result.method).config)}
+    settings = result.image_settings(index)
+    config = {key: value for key, value in settings.items() if key in fields}
+    record = generation_record(result.method, model, config) | {"scheduler": settings.get("scheduler")}
+    parameters = a1111_parameters(result.scene, settings, model, result.method)
+    if "control" in settings:
+        record["control"] = {key: settings[key] for key in ("control", "controlnet", "control_scale")}
+        parameters += (f', ControlNet 0: "Model: {settings["controlnet"]}, Image: {settings["control"]}, '
+                       f'Weight: {settings["control_scale"]}"')
+    return parameters, record
+
+
+def _png_info(scene: Scene, parameters: str, generation: dict[str, Any] | None) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     info.add_itxt(SCENE_KEY, scene.to_json(indent=None))
     info.add_itxt(PARAMETERS_KEY, parameters)
     if generation is not None:
         info.add_itxt(GENERATION_KEY, json.dumps(generation, sort_keys=True))
+    return info
+
+
+def save_png(image: Image.Image, path: str | Path, scene: Scene, parameters: str,
+             generation: dict[str, Any] | None = None) -> Path:
+    """Write ``image`` to ``path`` with the scene JSON, the parameters text and (if given) the
+    generation record as PNG text chunks; atomically (see :func:`save_image`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_image(image, path, format="PNG", pnginfo=info)
+    return save_image(image, path, format="PNG", pnginfo=_png_info(scene, parameters, generation))
+
+
+def png_bytes(image: Image.Image, scene: Scene, parameters: str, generation: dict[str, Any] | None = None) -> bytes:
+    """The PNG file :func:`save_png` writes, as bytes (for a process that renders while another writes)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=_png_info(scene, parameters, generation))
+    return buffer.getvalue()
 
 
 def save_image(image: Image.Image, path: str | Path, *, format: str | None = None, **params: Any) -> Path:
@@ -74,13 +111,24 @@ def save_image(image: Image.Image, path: str | Path, *, format: str | None = Non
     ``params`` go to ``Image.save``. A failed write raises ``OSError`` naming ``path``."""
     path = Path(path)
     format = format or _format_of(path)
+    return write_atomically(path, lambda file: image.save(file, format=format, **params))
+
+
+def write_atomically(path: str | Path, write: bytes | Callable[[BinaryIO], Any]) -> Path:
+    """Write ``write`` (bytes, or a function that writes into the open file) to ``path`` the way
+    :func:`save_image` does: a temporary file ``.NAME.*.part`` in the same folder, flushed and
+    fsynced, then ``os.replace``; the temporary file is removed on any error or interrupt."""
+    path = Path(path)
     try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     except OSError as error:
         raise _write_error(path, error) from None
     try:
         with os.fdopen(fd, "wb") as file:
-            image.save(file, format=format, **params)
+            if isinstance(write, (bytes, bytearray, memoryview)):
+                file.write(write)
+            else:
+                write(file)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temp, _file_mode(path))

@@ -286,22 +286,10 @@ def method_config(method: str, model: str, settings: list[str], family: str | No
 
 
 def _save_all(result, model: str, out: Path | None) -> None:
-    import dataclasses
+    from ..imagefile import image_metadata, save_png
 
-    from ..generation.methods import get_method
-    from ..imagefile import a1111_parameters, generation_record, save_png
-
-    fields = {f.name for f in dataclasses.fields(get_method(result.method).config)}
     for index, path in enumerate(_output_paths(out, result.seed, len(result.images))):
-        settings = result.image_settings(index)
-        # The record's config is exactly the method's config (it rebuilds it); the scheduler rides beside it.
-        config = {key: value for key, value in settings.items() if key in fields}
-        record = generation_record(result.method, model, config) | {"scheduler": settings.get("scheduler")}
-        parameters = a1111_parameters(result.scene, settings, model, result.method)
-        if "control" in settings:
-            record["control"] = {key: settings[key] for key in ("control", "controlnet", "control_scale")}
-            parameters += (f', ControlNet 0: "Model: {settings["controlnet"]}, Image: {settings["control"]}, '
-                           f'Weight: {settings["control_scale"]}"')
+        parameters, record = image_metadata(result, index, model)
         save_png(result.images[index], path, result.scene, parameters, record)
         typer.echo(printable(str(path)))
 
