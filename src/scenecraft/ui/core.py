@@ -1,0 +1,349 @@
+"""What the web UI does, without gradio: limits, planning, the editable box table, the plan picture, and
+generation on one shared pipeline (one request at a time, each on its own scheduler copy).
+
+Every function here raises ``ValueError`` (a :class:`UIError`, a ``SceneError``, a ``PlanError``) for
+what a user can fix; :func:`message` turns any of them into the sentence the page shows.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..scene import Box, Scene, SceneLimits
+from ..scene.limits import raise_hint
+
+__all__ = ["UIError", "UILimits", "SharedPipeline", "Rendered", "message", "read_scene", "plan", "region_rows",
+           "apply_rows", "plan_picture", "render", "history_entry", "TABLE_HEADERS"]
+
+TABLE_HEADERS = ["prompt", "x0", "y0", "x1", "y1"]
+# The UI flag that raises each scene limit it sets (see UILimits.scene_limits).
+_FLAGS = {"max_side": "--max-side", "max_pixels": "--max-side", "max_mask_pixels": "--max-side",
+          "max_regions": "--max-regions", "max_prompt_chars": "--max-prompt-chars"}
+
+
+class UIError(ValueError):
+    """A request the UI refuses (past a limit, a bad table cell, a missing prompt); the message says why."""
+
+
+@dataclass(frozen=True)
+class UILimits:
+    """What one request may ask for, checked on the server (the page's own bounds are only hints).
+
+    Attributes:
+        max_side: largest width or height, in pixels (default 1024; ``scenecraft ui`` uses twice the model's
+            native size); ``width * height`` is bounded by its square.
+        max_steps: most denoising steps (default 100).
+        max_regions: most regions in a scene (default 16).
+        max_prompt_chars: longest prompt, and each region, background or negative prompt (default 1,000).
+        max_json_chars: longest scene JSON the editor may send (default 200,000).
+        max_history: most images a session's history lists (default 50; older ones drop off the list, their
+            files stay).
+    """
+
+    max_side: int = 1024
+    max_steps: int = 100
+    max_regions: int = 16
+    max_prompt_chars: int = 1000
+    max_json_chars: int = 200_000
+    max_history: int = 50
+
+    def __post_init__(self) -> None:
+        from ..generation.result import MAX_STEPS
+
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UIError(f"UILimits.{item.name} must be a positive integer, got {value!r}")
+        if self.max_side < 8:
+            raise UIError(f"UILimits.max_side must be at least 8 pixels, got {self.max_side}")
+        if self.max_steps > MAX_STEPS:
+            raise UIError(f"UILimits.max_steps is {self.max_steps}, more than the {MAX_STEPS} any scheduler has")
+
+    @classmethod
+    def for_native_size(cls, native_size: int, **overrides: Any) -> UILimits:
+        """The defaults for a model trained at ``native_size`` pixels: ``max_side`` twice that."""
+        return cls(**({"max_side": 2 * native_size} | {k: v for k, v in overrides.items() if v is not None}))
+
+    def scene_limits(self) -> SceneLimits:
+        """The scene layer's limits that enforce these (size, pixels, masks, regions, prompts, JSON size)."""
+        pixels = self.max_side * self.max_side
+        return SceneLimits(max_json_chars=self.max_json_chars, max_side=self.max_side, max_pixels=pixels,
+                           max_mask_pixels=pixels, max_regions=self.max_regions,
+                           max_prompt_chars=self.max_prompt_chars)
+
+    def summary(self) -> str:
+        return (f"sides up to {self.max_side:,} px, up to {self.max_steps} steps, {self.max_regions} regions and "
+                f"{self.max_prompt_chars:,} characters a prompt")
+
+
+def message(error: BaseException) -> str:
+    """The sentence the page shows for ``error``: escaped, and with the scene layer's "pass
+    limits=SceneLimits(...)" hint replaced by the ``scenecraft ui`` flag that raises the limit."""
+    from ..cli.errors import describe, printable
+
+    text = describe(error)
+    for item in dataclasses.fields(SceneLimits):
+        flag = _FLAGS.get(item.name)
+        hint = f"(this server's limit; start `scenecraft ui {flag} ...` to raise it)" if flag else "(a fixed limit)"
+        text = text.replace(raise_hint(item.name), hint)
+    return printable(text)
+
+
+def read_scene(text: Any, limits: UILimits) -> Scene:
+    """The scene in the editor's JSON ``text``, checked against ``limits`` (``Scene.from_json``). Scenes naming
+    LoRA files are refused: they name files on the server, which a page's user should not choose."""
+    if not isinstance(text, str) or not text.strip():
+        raise UIError("the scene JSON is empty: plan a prompt first, or paste a scene")
+    scene = Scene.from_json(text, limits=limits.scene_limits())
+    if any(region.lora for region in scene.regions):
+        raise UIError("the web UI does not load per-region LoRAs (they name files on the server); remove the "
+                      "regions' \"lora\" entries, or use `scenecraft generate --scene`")
+    return scene
+
+
+def plan(prompt: Any, layout: str, width: Any, height: Any, limits: UILimits, llm: str | None = None) -> Scene:
+    """``prompt`` planned into a Scene (``scenecraft.planning.plan_scene``; the offline planner unless ``llm``),
+    ``width`` x ``height`` pixels, within ``limits``."""
+    from ..planning import plan_scene
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UIError("write a prompt first, e.g. \"a red circle to the left of a blue square\"")
+    if len(prompt) > limits.max_prompt_chars:
+        raise UIError(f"the prompt has {len(prompt):,} characters, more than the {limits.max_prompt_chars:,} this "
+                      f"server allows (start `scenecraft ui --max-prompt-chars ...` to raise it)")
+    size = [_whole(name, value, 8, limits.max_side, "--max-side") for name, value in (("width", width),
+                                                                                      ("height", height))]
+    scene = plan_scene(prompt.strip(), layout=layout, llm=llm, width=size[0], height=size[1])
+    return Scene.from_dict(scene.to_dict(), limits=limits.scene_limits())  # the planner's regions, within ours
+
+
+def _whole(name: str, value: Any, low: int, high: int, flag: str) -> int:
+    """``value`` as a whole number in ``[low, high]``, else a UIError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
+        raise UIError(f"{name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise UIError(f"{name} is {int(value):,}; this server allows {low} to {high:,} "
+                      f"(start `scenecraft ui {flag} ...` to raise it)")
+    return int(value)
+
+
+def region_rows(scene: Scene) -> list[list[Any]]:
+    """One table row per region: its prompt and its rectangle ``x0, y0, x1, y1`` in fractions of the canvas
+    (a cell's rectangle for split scenes; blanks for masks)."""
+    rows = []
+    for region in scene.regions:
+        rect = scene.region_rect(region)
+        rows.append([region.prompt, *(round(v, 4) for v in rect)] if rect else [region.prompt, None, None, None, None])
+    return rows
+
+
+def apply_rows(scene: Scene, rows: Any, limits: UILimits) -> Scene:
+    """``scene`` with the table's ``rows`` (see :func:`region_rows`): row ``i`` sets region ``i``'s prompt and box;
+    extra rows add box regions, missing rows drop regions, rows with a blank prompt are skipped. A split scene
+    whose cell numbers change becomes a scene of boxes (each cell its rectangle). Checked as ``Scene.from_dict``."""
+    rows = _table_rows(rows)
+    data = scene.to_dict()
+    regions = data["regions"]
+    edited = []
+    moved_cell = False
+    for index, row in enumerate(rows):
+        prompt, numbers = row[0], row[1:]
+        if index < len(regions):
+            entry = dict(regions[index], prompt=prompt)
+            old = scene.region_rect(scene.regions[index])
+            if old is not None and _rounded(old) != numbers:  # keep the exact values the table shows rounded
+                moved_cell |= "cell" in entry
+                entry.pop("cell", None)
+                entry["box"] = _box([was if now == round(was, 4) else now for was, now in zip(old, numbers)], index)
+        else:
+            entry = {"prompt": prompt, "box": _box(numbers, index)}
+        edited.append(entry)
+    if moved_cell or (data["split"] is not None and len(edited) != len(regions)):
+        edited = [_as_box(entry, scene, i) for i, entry in enumerate(edited)]
+        data["split"] = None
+    return Scene.from_dict(data | {"regions": edited}, limits=limits.scene_limits())
+
+
+def _table_rows(rows: Any) -> list[list[Any]]:
+    """The table's rows as ``[prompt, x0, y0, x1, y1]`` lists (pandas frames, lists of lists); blank rows dropped."""
+    if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame
+        rows = rows.values.tolist()
+    if not isinstance(rows, list):
+        raise UIError(f"the region table must be rows of {', '.join(TABLE_HEADERS)}")
+    cleaned = []
+    for number, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or len(row) != len(TABLE_HEADERS):
+            raise UIError(f"row {number} of the region table must have {len(TABLE_HEADERS)} cells: "
+                          f"{', '.join(TABLE_HEADERS)}")
+        prompt = "" if row[0] is None or (isinstance(row[0], float) and math.isnan(row[0])) else str(row[0])
+        if prompt.strip():
+            cleaned.append([prompt, *(_number(value, len(cleaned), name) for name, value in
+                                      zip(TABLE_HEADERS[1:], row[1:]))])
+    return cleaned
+
+
+def _number(value: Any, row: int, name: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UIError(f"region {row}, {name}: {str(value)[:40]!r} is not a number (fractions of the canvas, 0 to 1)"
+                      ) from None
+    return None if math.isnan(number) else number
+
+
+def _rounded(rect: tuple[float, ...]) -> list[float]:
+    return [round(v, 4) for v in rect]
+
+
+def _box(numbers: list[float | None], row: int) -> list[float]:
+    if any(value is None for value in numbers):
+        raise UIError(f"region {row} needs all four numbers x0, y0, x1, y1 (fractions of the canvas, 0 to 1)")
+    Box(*numbers)  # a sentence for a fraction out of 0..1 or an empty box
+    return list(numbers)
+
+
+def _as_box(entry: dict[str, Any], scene: Scene, index: int) -> dict[str, Any]:
+    if "cell" not in entry:
+        return entry
+    rect = scene.split_ratio.cells()[entry.pop("cell")]
+    return entry | {"box": list(rect)}
+
+
+def plan_picture(scene: Scene, size: int = 384):
+    """The scene's layout drawn with its prompts (``scenecraft.planning.draw.draw_layout``), ``size`` px wide."""
+    from ..planning.draw import draw_layout
+
+    return draw_layout(scene, size=size)
+
+
+# ---------------------------------------------------------------------------------------------- generation
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def pipeline_lock(pipe) -> threading.Lock:
+    """The one lock of ``pipe``: every :class:`SharedPipeline` over the same pipeline takes the same lock."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(pipe, threading.Lock())
+
+
+class SharedPipeline:
+    """One pipeline shared by every request of a server.
+
+    The attention processors a method installs and the scheduler's timesteps and step index are state on the
+    shared model for the length of a call, so generations run one at a time under a lock (per pipeline, see
+    :func:`pipeline_lock`), and each runs on a shallow copy of the pipeline with a fresh deep copy of the
+    scheduler: a call that fails half-way leaves nothing behind for the next.
+
+    ``source`` is a pipeline, or a callable that returns one: it is called once, at the first generation.
+    """
+
+    def __init__(self, source, model: str) -> None:
+        self.model = model
+        self._source = source
+        self._pipe = None if callable(source) and not _is_pipeline(source) else source
+        self._load_lock = threading.Lock()
+
+    def pipeline(self):
+        """The pipeline, loaded on first use."""
+        with self._load_lock:
+            if self._pipe is None:
+                self._pipe = self._source()
+            return self._pipe
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    def run(self, scene: Scene, method: str, values: dict[str, Any], on_step=None):
+        """Generate one image of ``scene`` with ``method``; ``values`` are CLI-style flags (steps, guidance, seed)
+        over the method's defaults and the model's recommendations, as ``scenecraft generate`` builds them."""
+        from ..generation.methods import generate
+
+        pipe = self.pipeline()
+        config = self.config(method, num_images=1, **values)
+        with pipeline_lock(pipe):
+            return generate(request_view(pipe), scene, config, method=method, on_step=on_step)
+
+
+    def config(self, method: str, **values: Any):
+        """``method``'s config on this model, as ``scenecraft generate`` builds it: the method's defaults, the
+        family's (SD3, Flux) once the pipeline is loaded, the model's ``scenecraft.json``, then ``values``
+        (``steps``, ``guidance``, ``seed``, ``num_images``)."""
+        from ..cli.generate import method_config
+        from ..generation.backbones import backbone
+
+        family = None
+        if self.loaded:
+            adapter = backbone(self._pipe)
+            family = adapter.flavour if adapter.is_mmdit else None
+        return method_config(method, self.model, [], family=family, **values)
+
+
+def _is_pipeline(source) -> bool:
+    return hasattr(source, "scheduler")
+
+
+def request_view(pipe):
+    """A shallow copy of ``pipe`` that shares its models and has its own deep copy of the scheduler."""
+    view = copy.copy(pipe)
+    view.scheduler = copy.deepcopy(pipe.scheduler)
+    return view
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One image the UI generated: its PNG (scene and settings inside), seed, method, steps and time."""
+
+    path: Path
+    seed: int
+    method: str
+    steps: int
+    seconds: float
+    scene: Scene
+
+
+def render(shared: SharedPipeline, scene: Scene, method: str, seed: Any, steps: Any, guidance: Any,
+           out_dir: Path, limits: UILimits, on_step=None) -> Rendered:
+    """Generate ``scene`` and write the PNG into ``out_dir`` with its Scene and settings exactly as
+    ``scenecraft generate`` records them. ``seed`` None or negative draws one; ``steps``/``guidance`` None
+    take the model's or method's defaults."""
+    from ..cli.generate import _save_all
+    from ..generation.methods import METHODS
+    from ..generation.result import MAX_SEED
+
+    if method not in METHODS:
+        raise UIError(f"unknown method {str(method)[:40]!r}; available: {', '.join(METHODS)}")
+    values: dict[str, Any] = {}
+    if seed is not None and not (isinstance(seed, (int, float)) and seed < 0):
+        values["seed"] = _whole("seed", seed, 0, MAX_SEED, "")
+    if steps is not None:
+        values["steps"] = _whole("steps", steps, 1, limits.max_steps, "--max-steps")
+    if guidance is not None:
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= 100:
+            raise UIError(f"guidance must be a number from 0 to 100, got {guidance!r}")
+        values["guidance"] = float(guidance)
+    started = time.perf_counter()
+    result = shared.run(scene, method, values, on_step=on_step)
+    path = Path(out_dir) / f"scenecraft-{result.seed}-{uuid.uuid4().hex[:8]}.png"
+    _save_all(result, shared.model, path)
+    return Rendered(path, result.seed, method, result.settings.get("num_inference_steps"),
+                    time.perf_counter() - started, scene)
+
+
+def history_entry(rendered: Rendered) -> tuple[str, str]:
+    """The history gallery's ``(path, caption)`` of one image."""
+    prompt = rendered.scene.prompt if len(rendered.scene.prompt) <= 60 else rendered.scene.prompt[:57] + "..."
+    return str(rendered.path), f"seed {rendered.seed} · {rendered.method} · {rendered.steps} steps · {prompt}"
+
