@@ -103,6 +103,7 @@ class RayRenderer:
             raise BatchError(f"a Ray worker could not load {spec.model}: {errors[0]}")
         self.native_size = infos[0]["native_size"]
         self.devices = [info["device"] for info in infos]
+        self.pids = [info["pid"] for info in infos]
 
     def _resources(self, workers: int | None) -> tuple[dict[str, Any], int | None]:
         """The resources each actor asks for, and its torch threads (``None``: torch's choice on a GPU)."""

@@ -143,9 +143,10 @@ def run_batch(
         driver = _Driver(manifest, signals, summary, options, progress, len(pending),
                          dict(layout=layout, llm=llm, width=width, height=height, cache_dir=plan_cache_dir))
         try:
-            if pending:
-                with _renderer(spec, pipe, ray) as renderer:
-                    driver.run(pending, renderer)
+            driver.record_unreadable([item for item in pending if item.error is not None])
+            if renderable := [item for item in pending if item.error is None]:
+                with _renderer(spec, pipe, ray) as renderer:  # loads the model only when something can render
+                    driver.run(renderable, renderer)
         except BatchInterrupted as interrupt:
             summary.interrupted = True
             interrupt.summary = summary
@@ -216,6 +217,11 @@ class _Driver:
         # The items handed to the renderer and not yet written: a retried task's second answer finds none.
         self.planned: dict[str, tuple[BatchItem, dict[str, Any], float]] = {}
 
+    def record_unreadable(self, items: list[BatchItem]) -> None:
+        """Record the lines that could not be read as failed, before any model loads."""
+        for item in items:
+            self._record(item, None, None, 0.0, item.error)
+
     def run(self, pending: list[BatchItem], renderer) -> None:
         start = time.perf_counter()
         self._report()
@@ -240,8 +246,6 @@ class _Driver:
             yield Job(item.key, scene, item.method or self.options["method"], item.config, item.seed)
 
     def _scene(self, item: BatchItem, native_size: int) -> dict[str, Any]:
-        if item.error is not None:
-            raise BatchError(item.error)
         width, height = self.plan_options["width"], self.plan_options["height"]
         if item.scene is not None:
             if width is None and height is None:

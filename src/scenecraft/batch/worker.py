@@ -6,6 +6,7 @@ a cluster, so both give the same images for the same items.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,8 +85,8 @@ class BatchWorker:
         self._defaults: dict[str, dict[str, Any]] = {}
 
     def info(self) -> dict[str, Any]:
-        """The native size of the model (the size prompts are planned at) and the worker's device."""
-        return {"native_size": self.native_size, "device": str(self.pipe._execution_device)}
+        """The native size of the model (the size prompts are planned at), the worker's device and process id."""
+        return {"native_size": self.native_size, "device": str(self.pipe._execution_device), "pid": os.getpid()}
 
     def render(self, job: Job, on_step: ProgressCallback | None = None) -> Rendered:
         """Render ``job``; a failure (a scene the model cannot draw, a bad setting) is returned, not raised."""
