@@ -48,13 +48,12 @@ def pipeline_family(pipe) -> str:
             raise TypeError(f"pipe's transformer is a {type(transformer).__name__}; scenecraft runs the SD3 and Flux "
                             f"transformers (SD3Transformer2DModel, FluxTransformer2DModel) and SD/SDXL UNets")
         return family
-    unet = getattr(pipe, "unet", None)
-    if unet is None:
+    if not hasattr(pipe, "unet"):
         raise TypeError(f"pipe must be a diffusers Stable Diffusion (1.x/2.x/XL/3) or Flux pipeline; a "
                         f"{type(pipe).__name__} has neither a unet nor a transformer")
     if hasattr(pipe, "text_encoder_2"):
         return "sdxl"
-    return "sd-gligen" if getattr(unet, "position_net", None) is not None else "sd"
+    return "sd-gligen" if getattr(pipe.unet, "position_net", None) is not None else "sd"
 
 
 _PARTS = {
