@@ -10,7 +10,10 @@ of each key. Ray is imported only here, when a batch asks for it.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +45,18 @@ class RayOptions:
     address: str | None = None
     workers: int | None = None
     init: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _own_sigterm():
+    """Keep the SIGTERM handler in place across ``ray.init``, which installs its own in the driver."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def import_ray():
@@ -85,11 +100,12 @@ class RayRenderer:
         ray = self.ray = import_ray()
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=options.address, include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False, **options.init)
+            with _own_sigterm():
+                ray.init(address=options.address, include_dashboard=False, logging_level=logging.ERROR,
+                         log_to_driver=False, **options.init)
         self.actors: list[Any] = []
         try:
-            resources, threads = self._resources(options.workers)
+            resources, threads = self._resources(options.workers, cpu_only=str(spec.device or "").startswith("cpu"))
             actor = ray.remote(RayWorker).options(**resources, max_restarts=RESTARTS, max_task_retries=RESTARTS)
             spec = replace(spec, threads=spec.threads or threads)
             self.actors = [actor.remote(spec) for _ in range(self.workers)]
@@ -105,10 +121,10 @@ class RayRenderer:
         self.devices = [info["device"] for info in infos]
         self.pids = [info["pid"] for info in infos]
 
-    def _resources(self, workers: int | None) -> tuple[dict[str, Any], int | None]:
+    def _resources(self, workers: int | None, cpu_only: bool) -> tuple[dict[str, Any], int | None]:
         """The resources each actor asks for, and its torch threads (``None``: torch's choice on a GPU)."""
         total = self.ray.cluster_resources()
-        gpus, cpus = int(total.get("GPU", 0)), int(total.get("CPU", 0))
+        gpus, cpus = 0 if cpu_only else int(total.get("GPU", 0)), int(total.get("CPU", 0))
         nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise BatchError(f"workers must be a whole number >= 1, got {workers!r}")
@@ -157,8 +173,12 @@ class RayRenderer:
             return Rendered(job.key, None, None, 0.0, error=f"Ray could not run it: {error_text(error)}")
 
     def close(self) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
+        """End the actors: with Ray itself when this renderer started or joined it (actors die with their
+        driver's connection), else one by one."""
+        if self.started:
+            if self.ray.is_initialized():
+                self.ray.shutdown()
+        else:
+            for actor in self.actors:
+                self.ray.kill(actor, no_restart=True)
         self.actors = []
-        if self.started and self.ray.is_initialized():
-            self.ray.shutdown()
