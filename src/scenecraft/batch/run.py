@@ -162,7 +162,7 @@ def _options(**options: Any) -> dict[str, Any]:
 def _check_options(records, options: dict[str, Any], path: Path) -> None:
     for record in records:
         recorded = record.get("options")
-        if recorded is not None and recorded != options:
+        if isinstance(recorded, dict) and recorded != options:
             changed = sorted(k for k in options.keys() | recorded.keys() if options.get(k) != recorded.get(k))
             was = ", ".join(f"{k} {recorded.get(k)!r}" for k in changed)
             raise BatchError(f"{path} was written by a batch with other options ({was}; now "
