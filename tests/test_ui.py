@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from scenecraft.cli import app
 from scenecraft.imagefile import read_metadata
-from scenecraft.scene import Box, Region, Scene, SceneError
-from scenecraft.ui.core import (SharedPipeline, UIError, UILimits, apply_rows, message, pipeline_lock, plan,
-                                plan_picture, read_scene, region_rows, render, request_view)
+from scenecraft.scene import Box, Mask, Region, Scene
+from scenecraft.ui.core import (SharedPipeline, UIError, UILimits, apply_editor, apply_rows, editor_value, message,
+                                pipeline_lock, plan, plan_picture, read_scene, region_rows, render, request_view)
 
 LIMITS = UILimits.for_native_size(64)  # the toy model's: sides up to 128 px
 PROMPT = "a red circle to the left of a blue square"
@@ -195,6 +195,40 @@ def test_bad_table_cells_are_sentences(row, words):
         apply_rows(two_boxes(), [row], LIMITS)
 
 
+def test_the_box_editor_moves_what_was_dragged_and_nothing_else():
+    scene = Scene.from_split("two shapes", "1,1", ["a red circle", "a blue square"], width=64, height=64)
+    value = json.loads(editor_value(scene))
+    assert value == {"width": 64, "height": 64, "regions": [{"prompt": "a red circle", "box": [0.0, 0.0, 0.5, 1.0]},
+                                                           {"prompt": "a blue square", "box": [0.5, 0.0, 1.0, 1.0]}]}
+    assert apply_editor(scene, json.dumps(value), LIMITS) == scene  # nothing dragged: still a split
+    value["regions"][1]["box"] = [0.6, 0.1, 0.9, 0.7]
+    moved = apply_editor(scene, json.dumps(value), LIMITS)
+    assert moved.split is None and [r.geometry for r in moved.regions] == [Box(0, 0, 0.5, 1), Box(0.6, 0.1, 0.9, 0.7)]
+    blob = np.zeros((64, 64))
+    blob[10:30, 20:40] = 1
+    masked = Scene("a blob and a cat", (Region("a blob", Mask.from_array(blob)), Region("a cat", Box(0, 0, 0.5, 0.5))),
+                   width=64, height=64)
+    assert json.loads(editor_value(masked))["regions"][0]["box"] is None  # masks are not boxes to drag
+    assert apply_editor(masked, editor_value(masked), LIMITS) == masked
+
+
+@pytest.mark.parametrize("value, words", [
+    ("not json", "box editor value is not valid JSON"),
+    ("[" * 70 + "]" * 70, "nests 65 levels deep"),
+    ('{"regions": [1]}', "the box editor sent 1 regions for a scene of 2"),
+    ('{"regions": "x"}', "the box editor sent no list of regions"),
+    ('{"regions": [{"box": [0, 0, 1]}, {}]}', "region 0's box as [0, 0, 1], not [x0, y0, x1, y1]"),
+    ('{"regions": [{"box": [0, 0, 2, 1]}, {}]}', "box x1"),
+    ('{"regions": [{"box": [0, 0, "1", 1e999]}, {}]}', "numbers must be finite"),
+    ('{"regions": [{"box": [0, 0, true, 1]}, {}]}', "region 0, x1: True is not a number"),
+    (None, "box editor value"),
+])
+def test_hostile_box_editor_values_are_sentences(value, words):
+    with pytest.raises(ValueError) as error:
+        apply_editor(two_boxes(), value, LIMITS)
+    assert words in message(error.value)
+
+
 def test_plan_picture_outlines_each_box_in_its_colour_with_its_prompt():
     picture = plan_picture(two_boxes(), size=256)
     assert picture.size == (256, 256 + 36)  # the header strip holds the background prompt
@@ -336,9 +370,9 @@ def free_port() -> int:
 def test_scenecraft_ui_serves_the_page_on_loopback_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
     env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-c", "from scenecraft.cli import main; main()", "ui", "--port", str(port), "--out-dir",
-                               str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                              text=True)
+    command = [sys.executable, "-c", "from scenecraft.cli import main; main()", "ui", "--port", str(port),
+               "--out-dir", str(tmp_path / "out")]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
         lines = []
         deadline = time.monotonic() + 90

@@ -13,10 +13,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from .core import (TABLE_HEADERS, SharedPipeline, UIError, UILimits, apply_rows, history_entry, message, plan,
-                   plan_picture, read_scene, region_rows, render)
+from .core import (TABLE_HEADERS, SharedPipeline, UIError, UILimits, apply_editor, apply_rows, editor_value,
+                   history_entry, message, plan, plan_picture, read_scene, region_rows, render)
+from .editor import EDITOR_CSS, box_editor
 
 __all__ = ["build_app", "launch_app", "require_gradio"]
 
@@ -63,72 +65,85 @@ def build_app(pipe, *, model: str = "toyworld", limits: UILimits | None = None, 
     limits = limits or UILimits.for_native_size(native)
     out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="scenecraft-ui-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    size = min(native, limits.max_side)
     handlers = _Handlers(shared, limits, out_dir, llm)
-
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"## scenecraft\nPlan a prompt into regions, adjust them, then generate with `{model}`. "
-                    f"Limits of this server: {limits.summary()}.")
-        with gr.Row():
-            prompt = gr.Textbox(label="Prompt", elem_id="prompt", scale=4, max_length=limits.max_prompt_chars,
-                                placeholder="a red circle to the left of a blue square")
-            layout = gr.Radio(["boxes", "split"], value="boxes", label="Layout", elem_id="layout", scale=1)
-            width = gr.Number(size, label="Width", precision=0, minimum=8, maximum=limits.max_side, step=8,
-                              elem_id="width", scale=1)
-            height = gr.Number(size, label="Height", precision=0, minimum=8, maximum=limits.max_side, step=8,
-                               elem_id="height", scale=1)
-            plan_button = gr.Button("Plan", variant="secondary", elem_id="plan", scale=1)
-        with gr.Row():
-            with gr.Column(scale=2):
-                picture = gr.Image(label="Plan", type="pil", interactive=False, elem_id="plan-picture", height=384,
-                                   buttons=[])
-            with gr.Column(scale=3):
-                table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "number", "number", "number", "number"],
-                                     label="Regions: prompt and box (fractions of the canvas, origin top-left)",
-                                     interactive=True, elem_id="regions",
-                                     column_count=len(TABLE_HEADERS), type="array")
-                scene_json = gr.Code(label="Scene JSON", language="json", interactive=True, elem_id="scene-json",
-                                     lines=12, max_lines=24)
-                apply_button = gr.Button("Apply JSON", size="sm", elem_id="apply-json")
-        with gr.Row():
-            method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="method", scale=2)
-            seed = gr.Number(-1, label="Seed (-1: random)", precision=0, minimum=-1, elem_id="seed", scale=1)
-            first_steps, first_guidance = handlers.defaults(methods[0])
-            steps = gr.Number(first_steps, label="Steps", precision=0, minimum=1, maximum=limits.max_steps,
-                              elem_id="steps", scale=1)
-            guidance = gr.Number(first_guidance, label="Guidance", minimum=0, maximum=100, step=0.5,
-                                 elem_id="guidance", scale=1)
-            generate_button = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
-        status = gr.Textbox(label="Status", interactive=False, elem_id="status", lines=1, max_lines=6)
-        with gr.Row():
-            result = gr.Image(label="Image", type="filepath", interactive=False, elem_id="result", height=320,
-                              format="png")
-            with gr.Column():
-                download = gr.DownloadButton("Download PNG (scene and settings inside)", value=None,
-                                             elem_id="download", interactive=False)
-                history = gr.Gallery(label="This session (newest first)", elem_id="history", columns=4, height=300,
-                                     object_fit="contain", allow_preview=False, interactive=False)
-        history_state = gr.State([])
-
-        planned = dict(fn=handlers.plan, inputs=[prompt, layout, width, height],
-                       outputs=[scene_json, table, picture, status], concurrency_limit=plan_concurrency,
-                       concurrency_id="plan")
-        plan_button.click(**planned)
-        prompt.submit(**planned)
-        table.input(handlers.edit_table, inputs=[scene_json, table], outputs=[scene_json, picture, status],
-                    concurrency_limit=plan_concurrency, concurrency_id="plan")
-        apply_button.click(handlers.apply_json, inputs=[scene_json], outputs=[scene_json, table, picture, status],
-                           concurrency_limit=plan_concurrency, concurrency_id="plan")
-        def generate(text, method, seed, steps, guidance, history, progress=gr.Progress()):  # how gradio passes it
-            return handlers.generate(text, method, seed, steps, guidance, history, progress)
-
-        method.change(handlers.defaults, inputs=[method], outputs=[steps, guidance])
-        generate_button.click(generate, inputs=[scene_json, method, seed, steps, guidance, history_state],
-                              outputs=[result, download, history, history_state, status],
-                              concurrency_limit=1, concurrency_id="pipeline")
+    # gradio keeps a copy of every output file in its cache: hourly, drop the copies older than a day.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
+        page = _page(gr, handlers, model, methods, min(native, limits.max_side))
+        _events(gr, page, handlers, plan_concurrency)
     demo.queue(max_size=max_queue)
     demo.scenecraft = handlers  # for tests and embedding: the shared pipeline, limits and output folder
     return demo
+
+
+def _page(gr, handlers: _Handlers, model: str, methods: list[str], size: int) -> SimpleNamespace:
+    """The page's components, top to bottom: prompt and plan; picture, box editor, table and JSON; method and
+    settings; status; image, download and history."""
+    limits = handlers.limits
+    c = SimpleNamespace()
+    gr.Markdown(f"## scenecraft\nPlan a prompt into regions, adjust them, then generate with `{model}`. "
+                f"Limits of this server: {limits.summary()}.")
+    with gr.Row():
+        c.prompt = gr.Textbox(label="Prompt", elem_id="prompt", scale=4, max_length=limits.max_prompt_chars,
+                              placeholder="a red circle to the left of a blue square")
+        c.layout = gr.Radio(["boxes", "split"], value="boxes", label="Layout", elem_id="layout", scale=1)
+        c.width, c.height = (gr.Number(size, label=name.title(), precision=0, minimum=8, maximum=limits.max_side,
+                                       step=8, elem_id=name, scale=1) for name in ("width", "height"))
+        c.plan = gr.Button("Plan", variant="secondary", elem_id="plan", scale=1)
+    with gr.Row():
+        with gr.Column(scale=2):
+            c.picture = gr.Image(label="Plan", show_label=False, type="pil", interactive=False,
+                                 elem_id="plan-picture", height=320, buttons=[])
+        with gr.Column(scale=2):
+            gr.Markdown("Drag a box to move it, its corner to resize it")
+            c.boxes = box_editor(gr, elem_id="boxes")
+        with gr.Column(scale=3):
+            c.table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "number", "number", "number", "number"],
+                                   label="Regions: prompt and box (fractions of the canvas, origin top-left)",
+                                   interactive=True, elem_id="regions", column_count=len(TABLE_HEADERS), type="array")
+            c.scene_json = gr.Code(label="Scene JSON", language="json", interactive=True, elem_id="scene-json",
+                                   lines=12, max_lines=24)
+            c.apply = gr.Button("Apply JSON", size="sm", elem_id="apply-json")
+    with gr.Row():
+        c.method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="method", scale=2)
+        c.seed = gr.Number(-1, label="Seed (-1: random)", precision=0, minimum=-1, elem_id="seed", scale=1)
+        steps, guidance = handlers.defaults(methods[0])
+        c.steps = gr.Number(steps, label="Steps", precision=0, minimum=1, maximum=limits.max_steps, elem_id="steps",
+                            scale=1)
+        c.guidance = gr.Number(guidance, label="Guidance", minimum=0, maximum=100, step=0.5, elem_id="guidance",
+                               scale=1)
+        c.generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
+    c.status = gr.Textbox(label="Status", interactive=False, elem_id="status", lines=1, max_lines=6)
+    with gr.Row():
+        c.result = gr.Image(label="Image", type="filepath", interactive=False, elem_id="result", height=320,
+                            format="png")
+        with gr.Column():
+            c.download = gr.DownloadButton("Download PNG (scene and settings inside)", value=None, elem_id="download",
+                                           interactive=False)
+            c.history = gr.Gallery(label="This session (newest first)", elem_id="history", columns=4, height=300,
+                                   fit_columns=False, object_fit="contain", allow_preview=False, interactive=False)
+    c.history_state = gr.State([])
+    return c
+
+
+def _events(gr, c: SimpleNamespace, handlers: _Handlers, plan_concurrency: int) -> None:
+    """Wire the page: planning and edits share ``plan_concurrency`` slots; generations run one at a time."""
+    shown = [c.scene_json, c.table, c.picture, c.boxes, c.status]
+    planning = dict(concurrency_limit=plan_concurrency, concurrency_id="plan")
+    for event in (c.plan.click, c.prompt.submit):
+        event(handlers.plan, inputs=[c.prompt, c.layout, c.width, c.height], outputs=shown, **planning)
+    c.apply.click(handlers.apply_json, inputs=[c.scene_json], outputs=shown, **planning)
+    c.table.input(handlers.edit_table, inputs=[c.scene_json, c.table],
+                  outputs=[c.scene_json, c.picture, c.boxes, c.status], **planning)
+    c.boxes.input(handlers.drag_boxes, inputs=[c.scene_json, c.boxes],
+                  outputs=[c.scene_json, c.table, c.picture, c.status], **planning)
+    c.method.change(handlers.defaults, inputs=[c.method], outputs=[c.steps, c.guidance])
+
+    def generate(text, method, seed, steps, guidance, history, progress=gr.Progress()):  # how gradio passes it
+        return handlers.generate(text, method, seed, steps, guidance, history, progress)
+
+    c.generate.click(generate, inputs=[c.scene_json, c.method, c.seed, c.steps, c.guidance, c.history_state],
+                     outputs=[c.result, c.download, c.history, c.history_state, c.status], concurrency_limit=1,
+                     concurrency_id="pipeline")
 
 
 def _model_facts(shared: SharedPipeline, native_size: int | None) -> tuple[int, list[str]]:
@@ -153,18 +168,25 @@ class _Handlers:
         self.shared, self.limits, self.out_dir, self.llm = shared, limits, out_dir, llm
 
     def plan(self, prompt, layout, width, height):
-        return self._guard(4, lambda: self._show(plan(prompt, layout, width, height, self.limits, self.llm),
+        return self._guard(5, lambda: self._show(plan(prompt, layout, width, height, self.limits, self.llm),
                                                  "planned"))
 
     def apply_json(self, text):
-        return self._guard(4, lambda: self._show(read_scene(text, self.limits), "applied the JSON"))
+        return self._guard(5, lambda: self._show(read_scene(text, self.limits), "applied the JSON"))
 
     def edit_table(self, text, rows):
         def edit():
             scene = apply_rows(read_scene(text, self.limits), rows, self.limits)
-            return scene.to_json(), plan_picture(scene), f"applied the table: {_regions(scene)}"
+            return scene.to_json(), plan_picture(scene), editor_value(scene), f"applied the table: {_regions(scene)}"
 
-        return self._guard(3, edit)
+        return self._guard(4, edit)
+
+    def drag_boxes(self, text, value):
+        def drag():
+            scene = apply_editor(read_scene(text, self.limits), value, self.limits)
+            return scene.to_json(), region_rows(scene), plan_picture(scene), f"applied the boxes: {_regions(scene)}"
+
+        return self._guard(4, drag)
 
     def generate(self, text, method, seed, steps, guidance, history, progress):
         import gradio as gr
@@ -191,7 +213,8 @@ class _Handlers:
         return min(config.num_inference_steps, self.limits.max_steps), config.guidance_scale
 
     def _show(self, scene, verb: str):
-        return scene.to_json(), region_rows(scene), plan_picture(scene), f"{verb}: {_regions(scene)}"
+        return (scene.to_json(), region_rows(scene), plan_picture(scene), editor_value(scene),
+                f"{verb}: {_regions(scene)}")
 
     def _guard(self, outputs: int, work) -> tuple[Any, ...]:
         import gradio as gr
@@ -207,7 +230,8 @@ class _Handlers:
                 text = f"error: {message(error)}"
             else:
                 log.exception("scenecraft ui: a request failed")
-                text = "error: scenecraft hit a bug on this request (the server's log has the traceback); please report it"
+                text = ("error: scenecraft hit a bug on this request (the server's log has the traceback); "
+                        "please report it")
         return (*(gr.skip() for _ in range(outputs - 1)), text)
 
 
@@ -223,5 +247,6 @@ def launch_app(demo, *, host: str = "127.0.0.1", port: int | None = None, share:
     gr = require_gradio()
     theme = gr.themes.Default(font=_FONTS[0], font_mono=_FONTS[1])
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True, ssr_mode=False,
-                theme=theme, css=CSS, allowed_paths=[str(demo.scenecraft.out_dir)], show_error=False, footer_links=[])
+                theme=theme, css=CSS + EDITOR_CSS, allowed_paths=[str(demo.scenecraft.out_dir)], show_error=False,
+                footer_links=[])
     return demo.local_url + (f" and {demo.share_url}" if share and demo.share_url else "")

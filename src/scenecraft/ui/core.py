@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import threading
 import time
@@ -22,7 +23,7 @@ from ..scene import Box, Scene, SceneLimits
 from ..scene.limits import raise_hint
 
 __all__ = ["UIError", "UILimits", "SharedPipeline", "Rendered", "message", "read_scene", "plan", "region_rows",
-           "apply_rows", "plan_picture", "render", "history_entry", "TABLE_HEADERS"]
+           "apply_rows", "editor_value", "apply_editor", "plan_picture", "render", "history_entry", "TABLE_HEADERS"]
 
 TABLE_HEADERS = ["prompt", "x0", "y0", "x1", "y1"]
 # The UI flag that raises each scene limit it sets (see UILimits.scene_limits).
@@ -128,7 +129,8 @@ def plan(prompt: Any, layout: str, width: Any, height: Any, limits: UILimits, ll
 
 def _whole(name: str, value: Any, low: int, high: int, flag: str) -> int:
     """``value`` as a whole number in ``[low, high]``, else a UIError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
+    whole = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not whole or value != int(value):
         raise UIError(f"{name} must be a whole number, got {value!r}")
     if not low <= value <= high:
         raise UIError(f"{name} is {int(value):,}; this server allows {low} to {high:,} "
@@ -160,10 +162,13 @@ def apply_rows(scene: Scene, rows: Any, limits: UILimits) -> Scene:
         if index < len(regions):
             entry = dict(regions[index], prompt=prompt)
             old = scene.region_rect(scene.regions[index])
-            if old is not None and _rounded(old) != numbers:  # keep the exact values the table shows rounded
+            # A number shown rounded and left alone keeps its exact value.
+            box = None if old is None else [was if now in (was, round(was, 4)) else now
+                                            for was, now in zip(old, numbers)]
+            if box is not None and box != list(old):
                 moved_cell |= "cell" in entry
                 entry.pop("cell", None)
-                entry["box"] = _box([was if now == round(was, 4) else now for was, now in zip(old, numbers)], index)
+                entry["box"] = _box(box, index)
         else:
             entry = {"prompt": prompt, "box": _box(numbers, index)}
         edited.append(entry)
@@ -194,16 +199,14 @@ def _table_rows(rows: Any) -> list[list[Any]]:
 def _number(value: Any, row: int, name: str) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, bool):
+        raise UIError(f"region {row}, {name}: {value} is not a number (fractions of the canvas, 0 to 1)")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise UIError(f"region {row}, {name}: {str(value)[:40]!r} is not a number (fractions of the canvas, 0 to 1)"
                       ) from None
     return None if math.isnan(number) else number
-
-
-def _rounded(rect: tuple[float, ...]) -> list[float]:
-    return [round(v, 4) for v in rect]
 
 
 def _box(numbers: list[float | None], row: int) -> list[float]:
@@ -218,6 +221,36 @@ def _as_box(entry: dict[str, Any], scene: Scene, index: int) -> dict[str, Any]:
         return entry
     rect = scene.split_ratio.cells()[entry.pop("cell")]
     return entry | {"box": list(rect)}
+
+
+def editor_value(scene: Scene) -> str:
+    """The box editor's value: the canvas size and each region's prompt and rectangle (``null`` for masks), JSON."""
+    regions = [{"prompt": region.prompt, "box": list(rect) if (rect := scene.region_rect(region)) else None}
+               for region in scene.regions]
+    return json.dumps({"width": scene.width, "height": scene.height, "regions": regions})
+
+
+def apply_editor(scene: Scene, text: Any, limits: UILimits) -> Scene:
+    """``scene`` with the rectangles the box editor sends back (see :func:`editor_value`): a moved or resized box
+    is applied as an edited table row (:func:`apply_rows`). The text is read with the bounded JSON reader."""
+    from ..scene import load_json
+
+    data = load_json(text if isinstance(text, str) else "", limits=limits.scene_limits(), what="box editor value")
+    regions = data.get("regions") if isinstance(data, dict) else None
+    if not isinstance(regions, list) or len(regions) != len(scene.regions):
+        raise UIError(f"the box editor sent {_count(regions)} for a scene of {len(scene.regions)}: plan again or "
+                      "apply the JSON")
+    rows = []
+    for index, (region, sent) in enumerate(zip(scene.regions, regions)):
+        box = sent.get("box") if isinstance(sent, dict) else None
+        if box is not None and (not isinstance(box, list) or len(box) != 4):
+            raise UIError(f"the box editor sent region {index}'s box as {str(box)[:60]}, not [x0, y0, x1, y1]")
+        rows.append([region.prompt, *(box or [None] * 4)])
+    return apply_rows(scene, rows, limits)
+
+
+def _count(regions: Any) -> str:
+    return f"{len(regions)} regions" if isinstance(regions, list) else "no list of regions"
 
 
 def plan_picture(scene: Scene, size: int = 384):
@@ -319,9 +352,9 @@ def render(shared: SharedPipeline, scene: Scene, method: str, seed: Any, steps: 
     """Generate ``scene`` and write the PNG into ``out_dir`` with its Scene and settings exactly as
     ``scenecraft generate`` records them. ``seed`` None or negative draws one; ``steps``/``guidance`` None
     take the model's or method's defaults."""
-    from ..cli.generate import _save_all
     from ..generation.methods import METHODS
     from ..generation.result import MAX_SEED
+    from ..imagefile import image_metadata, save_png
 
     if method not in METHODS:
         raise UIError(f"unknown method {str(method)[:40]!r}; available: {', '.join(METHODS)}")
@@ -337,7 +370,7 @@ def render(shared: SharedPipeline, scene: Scene, method: str, seed: Any, steps: 
     started = time.perf_counter()
     result = shared.run(scene, method, values, on_step=on_step)
     path = Path(out_dir) / f"scenecraft-{result.seed}-{uuid.uuid4().hex[:8]}.png"
-    _save_all(result, shared.model, path)
+    save_png(result.images[0], path, result.scene, *image_metadata(result, 0, shared.model))  # as `generate` does
     return Rendered(path, result.seed, method, result.settings.get("num_inference_steps"),
                     time.perf_counter() - started, scene)
 
