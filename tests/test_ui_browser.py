@@ -192,6 +192,25 @@ def test_hostile_json_in_the_editor_is_a_sentence_in_the_status(page):
         in status(page)
 
 
+def test_markup_in_prompts_stays_text_everywhere_on_the_page(page):
+    hostile = '<img src=x onerror="window.pwned=1"> ${window.pwned=2}'
+    plan(page, f"a red circle {hostile} to the left of a blue square")
+    cell = page.locator('#regions [data-testid="cell-0-0"]')  # region 0's prompt, typed with markup
+    cell.dblclick()
+    editor = page.locator("#regions textarea, #regions input").first
+    editor.fill('<img src=x onerror="window.pwned=3"> ${window.pwned=4}')
+    editor.press("Enter")
+    wait_status(page, "applied the table")
+    settings(page, seed=1, steps=2)
+    page.locator("#generate").click()
+    wait_status(page, "seed 1")
+    page.wait_for_timeout(300)
+    label = page.locator('#boxes .sc-box[data-index="0"] span').inner_text()
+    assert label == '0: <img src=x onerror="window.pwned=3"> ${window.pwned=4}'  # shown as text
+    assert 'a red circle <img src=x onerror="window.pwned=1">' in page.locator("#history").inner_text()  # as text
+    assert page.evaluate("window.pwned") is None and page.locator('img[src="x"]').count() == 0
+
+
 def test_two_pages_generating_at_once_each_get_their_own_image(browser, server, page):
     demo, url = server
     other_context = browser.new_context(accept_downloads=True)
@@ -203,7 +222,7 @@ def test_two_pages_generating_at_once_each_get_their_own_image(browser, server, 
                     (other, "a green triangle above a yellow circle", 22)]
         for tab, prompt, seed in requests:
             plan(tab, prompt)
-            settings(tab, seed)  # the model's own steps (20)
+            settings(tab, seed, steps=4)
         gate = demo.scenecraft.shared.run
         gate.close()
         page.locator("#generate").click()
@@ -212,7 +231,7 @@ def test_two_pages_generating_at_once_each_get_their_own_image(browser, server, 
         time.sleep(0.5)
         gate.opened.set()
         for tab, prompt, seed in requests:
-            assert wait_status(tab, f"seed {seed}").startswith(f"seed {seed}, regional, 20 steps")
+            assert wait_status(tab, f"seed {seed}").startswith(f"seed {seed}, regional, 4 steps")
         (first_start, first_end), (second_start, second_end) = sorted(gate.spans)
         assert second_start >= first_end  # one at a time on the shared pipeline
         for tab, prompt, seed in requests:
@@ -230,4 +249,4 @@ def _render_alone(demo, scene, seed):
     from scenecraft.ui.core import render
 
     handlers = demo.scenecraft
-    return render(handlers.shared, scene, "regional", seed, None, None, handlers.out_dir, handlers.limits).path
+    return render(handlers.shared, scene, "regional", seed, 4, None, handlers.out_dir, handlers.limits).path
