@@ -263,7 +263,7 @@ def test_the_download_carries_the_scene_and_settings_exactly_as_scenecraft_gener
 
 @pytest.mark.parametrize("seed, steps, guidance, method, words", [
     (1, 101, None, "regional", "steps is 101; this server allows 1 to 100"),
-    (2**32, 2, None, "regional", "seed is 4,294,967,296"),
+    (2**32, 2, None, "regional", "seed is 4,294,967,296; this server allows 0 to 4,294,967,295"),
     (1.5, 2, None, "regional", "seed must be a whole number"),
     (1, 2, float("nan"), "regional", "guidance must be a number"),
     (1, 2, None, "magic", "unknown method 'magic'; available: regional, layout"),

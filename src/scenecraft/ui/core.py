@@ -133,8 +133,8 @@ def _whole(name: str, value: Any, low: int, high: int, flag: str) -> int:
     if not whole or value != int(value):
         raise UIError(f"{name} must be a whole number, got {value!r}")
     if not low <= value <= high:
-        raise UIError(f"{name} is {int(value):,}; this server allows {low} to {high:,} "
-                      f"(start `scenecraft ui {flag} ...` to raise it)")
+        hint = f" (start `scenecraft ui {flag} ...` to raise it)" if flag else ""
+        raise UIError(f"{name} is {int(value):,}; this server allows {low} to {high:,}{hint}")
     return int(value)
 
 
@@ -254,7 +254,8 @@ def _count(regions: Any) -> str:
 
 
 def plan_picture(scene: Scene, size: int = 384):
-    """The scene's layout drawn with its prompts (``scenecraft.planning.draw.draw_layout``), ``size`` px wide."""
+    """The scene's layout drawn with its prompts (``scenecraft.planning.draw.draw_layout``), ``size`` px on its
+    longer side."""
     from ..planning.draw import draw_layout
 
     return draw_layout(scene, size=size)
@@ -308,7 +309,6 @@ class SharedPipeline:
         config = self.config(method, num_images=1, **values)
         with pipeline_lock(pipe):
             return generate(request_view(pipe), scene, config, method=method, on_step=on_step)
-
 
     def config(self, method: str, **values: Any):
         """``method``'s config on this model, as ``scenecraft generate`` builds it: the method's defaults, the
