@@ -1,17 +1,17 @@
-"""Word lists of the offline planner. Plain data, no logic beyond small helpers."""
+"""Word lists of the offline planner. Plain data, no logic beyond small helpers.
+
+Colours, nouns plural in form, plurals and articles live in :mod:`scenecraft.scene.words` (edits rewrite
+region prompts with them) and are re-exported here.
+"""
 
 from __future__ import annotations
+
+from ..scene.words import COLOURS, IRREGULAR_PLURALS, MASS_PLURALS, PAIR_NOUNS, a_or_an, pluralize
 
 __all__ = [
     "CATEGORY_NOUNS", "COLOURS", "MASS_PLURALS", "NUMBER_WORDS", "PAIR_NOUNS", "SETTINGS", "STYLE_NOUNS", "a_or_an",
     "pluralize", "singularize",
 ]
-
-COLOURS = frozenset({
-    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "gray", "grey",
-    "violet", "cyan", "magenta", "teal", "gold", "golden", "silver", "beige", "turquoise", "navy", "maroon",
-    "indigo", "lime", "crimson", "scarlet", "olive", "tan", "cream", "ivory", "lavender",
-})
 
 #: Adjectives that may be followed by a comma inside one noun phrase ("a big, red ball").
 SIZE_WORDS = frozenset({"big", "small", "large", "tiny", "huge", "little", "tall", "short", "long", "giant", "old", "young"})
@@ -78,26 +78,8 @@ FILLERS = frozenset({"there", "is", "are", "be", "was", "were", "also", "placed"
 #: Words that refer back to objects already named: "a laptop below them".
 PRONOUNS = frozenset({"them", "it", "they", "him", "her", "those", "these", "others", "one", "ones", "both"})
 
-_IRREGULAR_PLURALS = {
-    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice", "goose": "geese",
-    "tooth": "teeth", "foot": "feet", "sheep": "sheep", "fish": "fish", "deer": "deer", "ox": "oxen",
-    "knife": "knives", "leaf": "leaves", "wolf": "wolves", "shelf": "shelves", "loaf": "loaves", "life": "lives",
-    "wife": "wives", "calf": "calves", "half": "halves", "elf": "elves", "thief": "thieves", "cactus": "cacti",
-    "fungus": "fungi", "bus": "buses", "glass": "glasses", "dress": "dresses", "potato": "potatoes",
-    "tomato": "tomatoes", "hero": "heroes", "mango": "mangoes", "die": "dice", "policeman": "policemen",
-    "fireman": "firemen", "species": "species", "series": "series", "aircraft": "aircraft",
-}
-_IRREGULAR_SINGULARS = {plural: singular for singular, plural in _IRREGULAR_PLURALS.items()}
+_IRREGULAR_SINGULARS = {plural: singular for singular, plural in IRREGULAR_PLURALS.items()}
 
-#: Nouns plural in form that name one object, counted in pairs: "a pair of scissors", "two pairs of jeans".
-PAIR_NOUNS = frozenset({
-    "scissors", "glasses", "sunglasses", "eyeglasses", "spectacles", "goggles", "binoculars", "jeans",
-    "trousers", "pants", "shorts", "leggings", "tights", "pajamas", "pyjamas", "overalls", "slacks",
-    "sweatpants", "dungarees", "trunks", "pliers", "tongs", "tweezers", "pincers", "shears", "clippers",
-    "forceps", "headphones", "earphones", "earbuds", "handcuffs", "suspenders",
-})
-#: Nouns plural in form that name one mass of things and have no singular: "clothes".
-MASS_PLURALS = frozenset({"clothes", "belongings", "groceries", "leftovers"})
 #: Words before "glasses" that make it drinking glasses (a count noun), not eyewear.
 DRINK_WORDS = frozenset({"wine", "drinking", "champagne", "beer", "shot", "water", "cocktail", "martini",
                          "whiskey", "whisky", "juice", "milk", "empty", "full", "crystal"})
@@ -126,24 +108,3 @@ def is_plural(word: str) -> bool:
     return word in _IRREGULAR_SINGULARS and _IRREGULAR_SINGULARS[word] != word or singularize(word) != word
 
 
-def pluralize(word: str) -> str:
-    """The plural of a singular English noun (a noun plural in form is its own plural)."""
-    if word in PAIR_NOUNS or word in MASS_PLURALS:
-        return word
-    if word in _IRREGULAR_PLURALS:
-        return _IRREGULAR_PLURALS[word]
-    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
-        return word[:-1] + "ies"
-    if word.endswith(("s", "x", "z", "ch", "sh")):
-        return word + "es"
-    return word + "s"
-
-
-def a_or_an(word: str) -> str:
-    """``"a"`` or ``"an"`` before ``word`` (vowel-sound heuristic)."""
-    lowered = word.lower()
-    if lowered.startswith(("uni", "use", "usu", "one", "eu", "ur")):
-        return "a"
-    if lowered.startswith(("hour", "honest", "honor", "heir")):
-        return "an"
-    return "an" if lowered[:1] in set("aeiou") else "a"

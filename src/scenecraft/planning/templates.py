@@ -110,9 +110,9 @@ def retry_message(error: str) -> dict[str, str]:
 
 def layout_schema(layout: str) -> dict[str, Any]:
     """The structured-output schema for ``layout``: the Scene schema with every region required to be
-    a box (``"boxes"``) or a cell (``"split"``), masks, LoRA references and the version/size/notes
-    fields left out (the planner sets those; adapters are the user's choice, never the LLM's). Every
-    object it accepts is also a valid Scene."""
+    a box (``"boxes"``) or a cell (``"split"``), masks, LoRA references, region ids and the
+    version/size/notes fields left out (the planner sets those; adapters are the user's choice, never
+    the LLM's; ids are given when a scene is first edited). Every object it accepts is also a valid Scene."""
     schema = copy.deepcopy(scene_json_schema())
     for key in ("$schema", "$id"):
         schema.pop(key, None)
@@ -121,7 +121,7 @@ def layout_schema(layout: str) -> dict[str, Any]:
         properties.pop(key, None)
     region = properties["regions"]["items"]
     region.pop("oneOf", None)
-    for key in ("mask", "lora"):
+    for key in ("mask", "lora", "id"):
         region["properties"].pop(key, None)
     kind = "box" if layout == "boxes" else "cell"
     region["properties"].pop("cell" if kind == "box" else "box", None)

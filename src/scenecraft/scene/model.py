@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,13 +19,15 @@ from .safejson import load_json
 from .split import SplitRatio, format_split, parse_split
 
 __all__ = [
-    "LORA_MAX_PATH_CHARS", "LORA_MAX_SCALE", "SCENE_FORMAT_VERSION", "Box", "Cell", "LoraRef", "Mask", "Region",
-    "Scene", "SceneError", "SceneLimits",
+    "LORA_MAX_PATH_CHARS", "LORA_MAX_SCALE", "REGION_ID_MAX_CHARS", "SCENE_FORMAT_VERSION", "Box", "Cell", "LoraRef",
+    "Mask", "Region", "Scene", "SceneError", "SceneLimits", "check_region_id",
 ]
 
 SCENE_FORMAT_VERSION = 1
 LORA_MAX_PATH_CHARS = 4096  # Linux's PATH_MAX; a hub id or a file path is far shorter
 LORA_MAX_SCALE = 10  # |scale| at most this; LoRA scales in use lie in about [-2, 2]
+REGION_ID_MAX_CHARS = 64  # an id names a region in an edit ("r1", "cat"); it is no prompt
+_REGION_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{REGION_ID_MAX_CHARS - 1}}}")
 
 
 def _check_fraction(name: str, value: Any) -> float:
@@ -187,15 +190,20 @@ class LoraRef:
 
 @dataclass(frozen=True)
 class Region:
-    """One region: its own prompt, an optional negative prompt, where it lies, and the LoRA adapters
-    (:class:`LoraRef`, a list or tuple; kept as a tuple) applied on its path only (none by default)."""
+    """One region: its own prompt, an optional negative prompt, where it lies, the LoRA adapters
+    (:class:`LoraRef`, a list or tuple; kept as a tuple) applied on its path only (none by default),
+    and an optional ``id``: a short name, unique in its scene, that edits refer to and that survives
+    them (see :func:`check_region_id` for what an id may be; :meth:`Scene.with_ids` names the rest)."""
 
     prompt: str
     geometry: Geometry
     negative_prompt: str | None = None
     lora: tuple[LoraRef, ...] = ()
+    id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.id is not None:
+            check_region_id(self.id)
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise SceneError(f"a region's prompt must be a non-empty string, got {shown(self.prompt)}")
         if not isinstance(self.geometry, (Box, Cell, Mask)):
@@ -203,6 +211,15 @@ class Region:
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise SceneError(f"a region's negative_prompt must be a string or null, got {shown(self.negative_prompt)}")
         object.__setattr__(self, "lora", _check_loras(self.lora))
+
+
+def check_region_id(value: Any, what: str = "a region's id") -> str:
+    """``value`` if it is a region id: 1 to :data:`REGION_ID_MAX_CHARS` (64) ASCII letters, digits, ``_``,
+    ``-``, ``.`` or ``:``, starting with a letter or digit ("r1", "cat", "dog-2"); else a SceneError."""
+    if not isinstance(value, str) or not _REGION_ID.fullmatch(value):
+        raise SceneError(f"{what} must be 1 to {REGION_ID_MAX_CHARS} ASCII letters, digits, '_', '-', '.' or ':' "
+                         f"starting with a letter or digit (e.g. \"r1\"), got {shown(value)}")
+    return value
 
 
 def _check_loras(lora: Any) -> tuple[LoraRef, ...]:
@@ -329,6 +346,29 @@ class Scene:
     def with_size(self, width: int, height: int) -> Scene:
         return replace(self, width=width, height=height)
 
+    def with_ids(self) -> Scene:
+        """This scene with an id for every region that has none: ``"r1"``, ``"r2"``, ... in region order,
+        each the lowest ``"rN"`` no region of the scene holds. Regions that have an id keep it; a scene
+        whose regions all have one is returned as it is. Deterministic: the same scene always gets the
+        same ids."""
+        if all(region.id is not None for region in self.regions):
+            return self
+        taken = {region.id for region in self.regions if region.id is not None}
+        numbers = iter(n for n in range(1, len(self.regions) + len(taken) + 2) if f"r{n}" not in taken)
+        regions = tuple(region if region.id is not None else replace(region, id=f"r{next(numbers)}")
+                        for region in self.regions)
+        return replace(self, regions=regions)
+
+    def region_index(self, region_id: str) -> int:
+        """The index of the region whose id is ``region_id``; a SceneError naming the ids there are if none."""
+        for index, region in enumerate(self.regions):
+            if region.id == region_id:
+                return index
+        have = [region.id for region in self.regions if region.id is not None]
+        listed = ", ".join(repr(i) for i in have[:20]) + (", ..." if len(have) > 20 else "")
+        raise SceneError(f"no region has the id {shown(region_id)}; the scene's ids are [{listed}]"
+                         + ("" if have else " (it has none: Scene.with_ids() names its regions r1, r2, ...)"))
+
     # ----------------------------------------------------------------- geometry
     @property
     def split_ratio(self) -> SplitRatio | None:
@@ -365,7 +405,8 @@ class Scene:
     def to_dict(self) -> dict[str, Any]:
         regions = []
         for region in self.regions:
-            entry: dict[str, Any] = {"prompt": region.prompt}
+            entry: dict[str, Any] = {} if region.id is None else {"id": region.id}  # no id: the JSON as before
+            entry["prompt"] = region.prompt
             geometry = region.geometry
             if isinstance(geometry, Box):
                 entry["box"] = geometry.as_list()
@@ -447,9 +488,15 @@ def _check_regions(regions: Any, limits: SceneLimits) -> tuple[Region, ...]:
     regions = tuple(regions)
     if len(regions) > limits.max_regions:
         raise limit_error(f"regions has {len(regions):,} entries", "max_regions", limits)
+    ids: dict[str, int] = {}
     for index, region in enumerate(regions):
         if not isinstance(region, Region):
             raise SceneError(f"regions[{index}] must be a Region, got {type(region).__name__}")
+        if region.id is not None:
+            if region.id in ids:
+                raise SceneError(f"regions[{index}] has the id {region.id!r} of regions[{ids[region.id]}]; "
+                                 "each region's id must be unique in its scene")
+            ids[region.id] = index
         _check_text(f"regions[{index}] prompt", region.prompt, limits)
         _check_text(f"regions[{index}] negative_prompt", region.negative_prompt, limits, optional=True)
         if len(region.lora) > limits.max_loras_per_region:
@@ -488,7 +535,7 @@ def _region_from_dict(entry: Any, index: int, limits: SceneLimits) -> Region:
     if not isinstance(entry, dict):
         raise SceneError(f"{where} must be an object, got {type(entry).__name__}")
     try:
-        _check_known("region", entry, {"prompt", "negative_prompt", "box", "cell", "mask", "lora"})
+        _check_known("region", entry, {"id", "prompt", "negative_prompt", "box", "cell", "mask", "lora"})
     except SceneError as error:
         raise SceneError(f"{where}: {error}") from error
     kinds = [k for k in ("box", "cell", "mask") if k in entry]
@@ -510,7 +557,7 @@ def _region_from_dict(entry: Any, index: int, limits: SceneLimits) -> Region:
             geometry = Mask(value["width"], value["height"], value["rle"])
         lora = _loras_from_list(entry["lora"], limits) if "lora" in entry else ()
         return Region(prompt=entry.get("prompt"), geometry=geometry, negative_prompt=entry.get("negative_prompt"),
-                      lora=lora)
+                      lora=lora, id=entry.get("id"))
     except SceneError as error:
         raise SceneError(f"{where}: {error}") from error
 

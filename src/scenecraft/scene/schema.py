@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import LORA_MAX_PATH_CHARS, LORA_MAX_SCALE
+from .model import LORA_MAX_PATH_CHARS, LORA_MAX_SCALE, REGION_ID_MAX_CHARS
 
 __all__ = ["scene_json_schema"]
 
 _FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
 _OPTIONAL_TEXT = {"type": ["string", "null"]}
+# "(?![\s\S])" is the end of the text in ECMA and Python regexes alike ("$" lets "r1\n" through in Python's).
+_ID_PATTERN = f"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{REGION_ID_MAX_CHARS - 1}}}(?![\\s\\S])"
 
 
 def scene_json_schema() -> dict[str, Any]:
@@ -17,7 +19,7 @@ def scene_json_schema() -> dict[str, Any]:
 
     It also serves planners as the structured-output schema for LLM backends (their layout schema
     leaves out ``lora``: a planner does not choose adapters). Cross-field rules (a split's region
-    count, boxes with ``x0 < x1``, each LoRA path once per region, no control or format characters
+    count, boxes with ``x0 < x1``, region ids unique in a scene, each LoRA path once per region, no control or format characters
     in a LoRA path) and the size limits of :class:`~scenecraft.scene.SceneLimits` (pixels, regions, prompt
     length, LoRAs per region, JSON depth and digits) are checked by ``Scene.from_dict``/
     ``Scene.from_json``; they are left out of the schema, which stays the same whatever limits a
@@ -28,6 +30,8 @@ def scene_json_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["prompt"],
         "properties": {
+            "id": {"type": "string", "pattern": _ID_PATTERN,
+                   "description": "the region's name, unique in the scene; edits refer to it and it survives them"},
             "prompt": {"type": "string", "minLength": 1, "description": "what this region shows"},
             "negative_prompt": _OPTIONAL_TEXT,
             "box": {
