@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from scenecraft.scene import Box, Cell, LoraRef, Mask, Region, Scene, SceneError, SceneLimits, scene_json_schema
 from scenecraft.scene.edits import (
     MAX_EDITS,
-    MIN_SIDE,
     AddRegion,
     ChangeAttribute,
     EditHistory,
@@ -51,7 +50,8 @@ def approx_box(values):
 
 # ----------------------------------------------------------------- region ids
 def test_ids_round_trip_and_are_written_first_only_where_given():
-    scene = Scene(prompt="p", regions=[Region("a cat", Box(0, 0, .5, .5), id="cat"), Region("a dog", Box(.5, .5, 1, 1))])
+    scene = Scene(prompt="p", regions=[Region("a cat", Box(0, 0, .5, .5), id="cat"),
+                                       Region("a dog", Box(.5, .5, 1, 1))])
     data = scene.to_dict()
     assert list(data["regions"][0]) == ["id", "prompt", "box"] and "id" not in data["regions"][1]
     assert Scene.from_json(scene.to_json()) == scene and Scene.from_dict(data).regions[0].id == "cat"
@@ -86,7 +86,8 @@ def test_with_ids_is_deterministic_keeps_given_ids_and_never_collides():
 
 def test_duplicate_ids_are_a_scene_error():
     regions = [Region("a", Box(0, 0, .5, .5), id="x"), Region("b", Box(.5, .5, 1, 1), id="x")]
-    with pytest.raises(SceneError, match=r"regions\[1\] has the id 'x' of regions\[0\]; each region's id must be unique"):
+    with pytest.raises(SceneError, match=r"regions\[1\] has the id 'x' of regions\[0\]; each region's id must be "
+                                         "unique"):
         Scene(prompt="p", regions=regions)
     data = {"prompt": "p", "regions": [{"id": "x", "prompt": "a", "cell": 0}, {"id": "x", "prompt": "b", "cell": 1}],
             "split": "1,1"}
@@ -333,11 +334,9 @@ def test_set_count_limits_and_mistakes():
 
 
 def test_matching_regions_and_free_box():
-    scene = Scene(prompt="p", regions=[Region("a red circle", Box(0, 0, .2, .2)), Region("two circles", Cell(0)),
-                                       Region("a circular table", Box(.5, .5, .7, .7))], split=None) \
-        if False else Scene(prompt="p", regions=[Region("a red circle", Box(0, 0, .2, .2)),
-                                                 Region("Two Circles, blue", Box(.2, .2, .4, .4)),
-                                                 Region("a circular table", Box(.5, .5, .7, .7))])
+    scene = Scene(prompt="p", regions=[Region("a red circle", Box(0, 0, .2, .2)),
+                                       Region("Two Circles, blue", Box(.2, .2, .4, .4)),
+                                       Region("a circular table", Box(.5, .5, .7, .7))])
     assert matching_regions(scene, "circle") == [0, 1]
     assert matching_regions(scene, "red circle") == [0] and matching_regions(scene, "blue circle") == [1]
     assert matching_regions(scene, "table") == [2] and matching_regions(scene, "") == []
@@ -420,10 +419,12 @@ def test_describe_regions():
 
 # ----------------------------------------------------------------- JSON forms
 ALL_EDITS = [
-    AddRegion("a yellow star", Box(0.4, 0.0, 0.6, 0.2)), AddRegion("a star", [0, 0, .5, .5], id="s", negative_prompt="x"),
+    AddRegion("a yellow star", Box(0.4, 0.0, 0.6, 0.2)),
+    AddRegion("a star", [0, 0, .5, .5], id="s", negative_prompt="x"),
     RemoveRegion("r1"), MoveRegion("r1", to=[0.1, 0.1, 0.3, 0.3]), MoveRegion("r1", dx=0.1), MoveRegion("r1", dy=-1),
     MoveRegion("r1", place="top-left"), MoveRegion("r1", relation="below", of="r2"), ResizeRegion("r1", scale=1.25),
-    ResizeRegion("r1", to=[0, 0, 1, 1]), ReplacePrompt("r2", "a cat"), ReplacePrompt("r2", "a cat", negative_prompt="d"),
+    ResizeRegion("r1", to=[0, 0, 1, 1]), ReplacePrompt("r2", "a cat"),
+    ReplacePrompt("r2", "a cat", negative_prompt="d"),
     ChangeAttribute("r1", "color", "blue"), ChangeAttribute("r1", "size", "big", old="small"), SwapRegions("r1", "r2"),
     SetCount("circle", 3), SetCount("red circle", 0, prompt="a red circle"), Undo(),
 ]

@@ -1,18 +1,21 @@
-"""``plan_scene``: the library's one entry point for planning."""
+"""``plan_scene`` and ``plan_edit``: the library's entry points for planning a scene and editing one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..scene import Scene
+from ..scene.edits import EditHistory
 from .backends import make_backend, parse_spec
 from .cache import PlanCache, plan_key
+from .edit_plan import EditPlan, plan_edit_offline, plan_undo
 from .errors import PlanError
+from .instructions import check_instruction, is_undo
 from .llm import LLMPlanner
 from .offline import check_layout, plan_offline
 from .templates import TEMPLATE_VERSION
 
-__all__ = ["DEFAULT_LAYOUT", "plan_scene"]
+__all__ = ["DEFAULT_LAYOUT", "plan_edit", "plan_scene"]
 
 #: Boxes carry positions and counts exactly (one box per instance); splits are derived from them.
 DEFAULT_LAYOUT = "boxes"
@@ -60,3 +63,45 @@ def plan_scene(prompt: str, *, layout: str = DEFAULT_LAYOUT, llm: str | None = N
     if cache is not None:
         cache.put(key, scene)
     return scene
+
+
+def plan_edit(instruction: str, scene: Scene | None = None, *, llm: str | None = None,
+              history: EditHistory | None = None, timeout: float = 60.0, transport_retries: int = 2,
+              retries: int = 1, max_tokens: int = 1024) -> EditPlan:
+    """Plan a follow-up ``instruction`` ("make the circle blue", "add two birds", "undo") on a scene.
+
+    Args:
+        instruction: what to change (at most 2000 characters).
+        scene: the current scene (default: ``history.scene``); its regions get ids (``Scene.with_ids``).
+        llm: None (default) for the offline planner (the forms of
+            :data:`scenecraft.planning.instructions.FORMS`), or an LLM spec as for :func:`plan_scene`:
+            the LLM sees the last rounds of ``history`` and the scene, and answers with edits or a whole
+            new scene, both checked. "undo" is never sent to an LLM.
+        history: the rounds so far (:class:`~scenecraft.scene.edits.EditHistory`): for "undo", for "it"
+            (what the last round touched), for the LLM's conversation, and so that a removed region's id
+            is not given again. The plan is not kept in it: call ``plan.commit(history)``.
+        timeout, transport_retries, retries, max_tokens: as for :func:`plan_scene`. Edit plans are not cached.
+
+    Returns:
+        an :class:`EditPlan`: ``edits``, the new ``scene``, its ``diff`` from the current one, ``notes``.
+
+    Raises:
+        PlanError or a subclass: ``InstructionError`` (an instruction the offline planner cannot read,
+        or an ambiguous object: the message names the candidates), ``PlanValidationError`` (an LLM that
+        gave no usable edit), ``BackendError``/``BackendSpecError`` as for :func:`plan_scene`.
+    """
+    if history is not None and not isinstance(history, EditHistory):
+        raise PlanError(f"history must be an EditHistory or None, got {type(history).__name__}")
+    if scene is None:
+        if history is None:
+            raise PlanError("plan_edit needs the current scene (scene=...) or an edit history (history=...)")
+        scene = history.scene
+    if not isinstance(scene, Scene):
+        raise PlanError(f"scene must be a Scene, got {type(scene).__name__}")
+    if is_undo(instruction):
+        return plan_undo(instruction, scene, history)
+    if llm is None:
+        return plan_edit_offline(instruction, scene, history)
+    check_instruction(instruction)
+    backend = make_backend(parse_spec(llm), timeout=timeout, transport_retries=transport_retries)
+    return LLMPlanner(backend, retries=retries, max_tokens=max_tokens).plan_edit(instruction, scene, history=history)

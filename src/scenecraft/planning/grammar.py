@@ -45,7 +45,8 @@ from .lexicon import (
     singularize,
 )
 
-__all__ = ["Entity", "ParsedPrompt", "Relation", "parse_prompt", "MAX_PROMPT_CHARS", "MAX_COUNT"]
+__all__ = ["Entity", "ParsedPrompt", "Relation", "parse_prompt", "read_noun_phrase", "tokenize", "MAX_PROMPT_CHARS",
+           "MAX_COUNT"]
 
 MAX_PROMPT_CHARS = 2000
 #: Counts above this are clipped (LMD's number words go to twenty).
@@ -378,7 +379,7 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
     i = 0
     while i < len(words):
         word = words[i]
-        if word.isdigit():
+        if word.isdecimal():  # not isdigit: "²" is a digit that int() refuses
             count = int(word) if len(word) <= 4 else MAX_COUNT + 1
             explicit = True
         elif word in NUMBER_WORDS:
@@ -427,6 +428,12 @@ def _parse_noun_phrase(words: list[str]) -> Entity | None:
     plural_text = " ".join(words[:len(words)]) if plural else None
     return Entity(head=head, modifiers=modifiers, complement=complement, count=count, plural_text=plural_text,
                   explicit_count=explicit or count == 1 and bool(words) and words[0] in ("a", "an", "one", "single"))
+
+
+def read_noun_phrase(words: list[str]) -> Entity | None:
+    """One noun phrase's words (lower-cased, as :func:`tokenize` gives them) to an :class:`Entity`, or
+    None if they are only filler words: "two red birds" is ``Entity("bird", ("red",), count=2)``."""
+    return _parse_noun_phrase(words)
 
 
 def _head(written: str, modifiers: tuple[str, ...], complement: str, count: int | None,
@@ -782,7 +789,7 @@ def _read_attributes(words: list[str]) -> tuple[int | None, tuple[str, ...]] | N
 
 
 def _exact_number(word: str) -> int | None:
-    if word.isdigit():
+    if word.isdecimal():
         return int(word) if len(word) <= 4 else MAX_COUNT + 1
     return NUMBER_WORDS[word] if word in _EXACT_NUMBERS and word not in ("both", "dozen") else None
 

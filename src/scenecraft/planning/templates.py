@@ -12,9 +12,10 @@ import copy
 import json
 from typing import Any
 
-from ..scene import Scene, scene_json_schema
+from ..scene import Box, Region, Scene, scene_json_schema
 
-__all__ = ["TEMPLATE_VERSION", "build_messages", "examples", "layout_schema", "retry_message"]
+__all__ = ["EDIT_HISTORY_ROUNDS", "EDIT_TEMPLATE_VERSION", "TEMPLATE_VERSION", "build_edit_messages", "build_messages",
+           "edit_schema", "examples", "layout_schema", "retry_message"]
 
 TEMPLATE_VERSION = "scenecraft-plan-1"
 
@@ -133,3 +134,109 @@ def layout_schema(layout: str) -> dict[str, Any]:
         properties["split"] = {"type": "null"}
         schema["required"] = ["regions"]
     return schema
+
+
+# ----------------------------------------------------------------- editing (issue 14)
+#: Version of the edit template (the conversation it builds changes with it).
+EDIT_TEMPLATE_VERSION = "scenecraft-edit-1"
+#: Earlier rounds an edit request shows the LLM (LMD's multi-round form: each round's layout and instruction).
+EDIT_HISTORY_ROUNDS = 4
+
+_EDIT_SYSTEM = """You edit the layout of a picture for a text-to-image system, over several rounds. You get
+the current scene as JSON: "regions", each with an "id", a "prompt" and a "box" [x0, y0, x1, y1] in
+fractions of the canvas (origin top-left; x grows to the right, y downwards) or a "cell" of an RPG
+split; the "background_prompt"; the "negative_prompt". Then an instruction. Change only what the
+instruction asks: every other region keeps its id, prompt and box. Answer with ONE JSON object, either
+{"edits": [...]}, a list of operations:
+  {"op": "add", "prompt": "a yellow star", "box": [x0, y0, x1, y1]}   (a new region, in free space)
+  {"op": "remove", "id": "r2"}
+  {"op": "move", "id": "r1", "to": [x0, y0, x1, y1]}   or with "dx"/"dy" (fractions of the canvas, right and
+      down positive), or "place": "left" | "right" | "top" | "bottom" | "center" | "top-left" | "top-right" |
+      "bottom-left" | "bottom-right", or "relation": "left_of" | "right_of" | "above" | "below" with "of": an id
+  {"op": "resize", "id": "r1", "scale": 1.25}   (or "to": a box)
+  {"op": "replace", "id": "r1", "prompt": "a cat"}   (a new prompt, same place)
+  {"op": "change_attribute", "id": "r1", "attribute": "colour" | "size" | "material", "value": "blue"}
+  {"op": "swap", "a": "r1", "b": "r2"}   (the two exchange places)
+  {"op": "set_count", "kind": "circle", "count": 3}   (adds copies or removes the last ones)
+  {"op": "undo"}   (alone: go back one round)
+or {"scene": {...}}, the whole new scene in the same form: keep the "id" of every region that stays and
+give new regions none. Prefer edits. Boxes stay inside [0, 1]. You may reason briefly first; your
+answer must END with the JSON object."""
+
+# (scene regions as (id, prompt, box), instruction, answer)
+_EDIT_EXAMPLES: tuple[tuple[Any, ...], ...] = (
+    ([("r1", "a red circle", [0.1, 0.3, 0.4, 0.6]), ("r2", "a blue square", [0.6, 0.3, 0.9, 0.6])],
+     "make the circle green and move the square to the top",
+     {"edits": [{"op": "change_attribute", "id": "r1", "attribute": "colour", "value": "green"},
+                {"op": "move", "id": "r2", "place": "top"}]}),
+    ([("r1", "a dog, golden retriever, standing", [0.05, 0.55, 0.35, 0.9]),
+      ("r2", "a bench, wooden park bench", [0.45, 0.55, 0.95, 0.88])],
+     "add two birds above the bench",
+     {"edits": [{"op": "add", "prompt": "a bird, flying", "box": [0.5, 0.2, 0.68, 0.4]},
+                {"op": "add", "prompt": "a bird, flying", "box": [0.74, 0.2, 0.92, 0.4]}]}),
+    ([("r1", "a cat, black, sitting", [0.35, 0.3, 0.65, 0.8])],
+     "make the cat a dog lying on the left, with a red ball on the right",
+     {"scene": {"prompt": "a dog lying on the left and a red ball on the right", "regions": [
+         {"id": "r1", "prompt": "a dog, lying down", "box": [0.05, 0.45, 0.45, 0.85]},
+         {"prompt": "a red ball", "box": [0.65, 0.6, 0.85, 0.8]}]}}),
+)
+
+
+def _edit_scene_text(scene: Scene) -> str:
+    """The scene as an edit request shows it: ids, prompts, boxes or cells (no LoRA paths: those are the
+    user's files), the split, the background and negative prompts."""
+    data = scene.to_dict()
+    regions = [{k: v for k, v in entry.items() if k != "lora"} for entry in data["regions"]]
+    shown = {"regions": regions, "background_prompt": data["background_prompt"],
+             "negative_prompt": data["negative_prompt"]}
+    if data["split"] is not None:
+        shown["split"] = data["split"]
+    return json.dumps(shown, ensure_ascii=False)
+
+
+def _edit_request(scene: Scene, instruction: str) -> dict[str, str]:
+    return {"role": "user", "content": f"Scene: {_edit_scene_text(scene)}\nInstruction: {instruction}"}
+
+
+def build_edit_messages(instruction: str, scene: Scene, rounds: Any = ()) -> list[dict[str, str]]:
+    """Chat messages for an edit: the system text, the examples, the last :data:`EDIT_HISTORY_ROUNDS` rounds
+    of ``rounds`` (:class:`~scenecraft.scene.edits.EditRound`\\ s, oldest first: each shown as the scene
+    before it, its instruction and its edits), then ``scene`` (with ids) and ``instruction``."""
+    messages = [{"role": "system", "content": _EDIT_SYSTEM}]
+    for regions, example, answer in _EDIT_EXAMPLES:
+        example_scene = Scene(prompt=example, regions=[Region(p, Box(*b), id=i) for i, p, b in regions])
+        messages += [_edit_request(example_scene, example),
+                     {"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)}]
+    rounds = list(rounds)
+    pairs = [(rounds[k - 1].scene, rounds[k]) for k in range(1, len(rounds)) if rounds[k].instruction]
+    for before, item in pairs[-EDIT_HISTORY_ROUNDS:]:
+        messages += [_edit_request(before.with_ids(), item.instruction),
+                     {"role": "assistant", "content": json.dumps({"edits": [e.to_dict() for e in item.edits]},
+                                                                 ensure_ascii=False)}]
+    messages.append(_edit_request(scene, instruction))
+    return messages
+
+
+def edit_schema() -> dict[str, Any]:
+    """The structured-output schema of an edit reply: ``{"edits": [...]}`` or ``{"scene": {...}}`` (a boxes
+    scene whose regions may carry ids). Every reply it accepts still goes through the edit checks."""
+    scene = layout_schema("boxes")
+    scene["properties"]["regions"]["items"]["properties"]["id"] = copy.deepcopy(
+        scene_json_schema()["properties"]["regions"]["items"]["properties"]["id"])
+    scene["properties"]["prompt"] = {"type": "string"}
+    box = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 4, "maxItems": 4}
+    edit = {"type": "object", "required": ["op"], "properties": {
+        "op": {"enum": ["add", "remove", "move", "resize", "replace", "change_attribute", "swap", "set_count", "undo"]},
+        "id": {"type": "string"}, "a": {"type": "string"}, "b": {"type": "string"}, "of": {"type": "string"},
+        "prompt": {"type": "string"}, "negative_prompt": {"type": "string"}, "box": box, "to": box,
+        "dx": {"type": "number", "minimum": -1, "maximum": 1}, "dy": {"type": "number", "minimum": -1, "maximum": 1},
+        "place": {"enum": ["left", "right", "top", "bottom", "center", "top-left", "top-right", "bottom-left",
+                           "bottom-right"]},
+        "relation": {"enum": ["left_of", "right_of", "above", "below"]},
+        "scale": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+        "attribute": {"enum": ["colour", "size", "material"]}, "value": {"type": "string"},
+        "old": {"type": "string"}, "kind": {"type": "string"}, "count": {"type": "integer", "minimum": 0}},
+        "additionalProperties": False}
+    return {"title": "scenecraft edit", "type": "object", "additionalProperties": False,
+            "properties": {"edits": {"type": "array", "items": edit, "maxItems": 64}, "scene": scene},
+            "oneOf": [{"required": ["edits"]}, {"required": ["scene"]}]}

@@ -43,11 +43,12 @@ from .safejson import load_json
 from .words import ATTRIBUTE_WORDS, COLOURS, SIZES, a_or_an, number_word, pluralize
 
 __all__ = [
-    "MAX_EDITS", "MAX_HISTORY_ROUNDS", "MIN_SIDE", "PLACES", "RELATIONS", "AddRegion", "ChangeAttribute", "Edit",
-    "EditHistory", "EditResult", "EditRound", "MoveRegion", "RemoveRegion", "ReplacePrompt", "ResizeRegion",
-    "SceneDiff", "SetCount", "SwapRegions", "Undo", "apply_edits", "cells_to_boxes", "describe_regions",
-    "diff_scenes", "edit_from_dict", "edit_mask", "edits_from_json", "edits_to_json", "free_box", "matching_regions",
-    "region_rect",
+    "GAP", "MAX_EDITS", "MAX_HISTORY_ROUNDS", "MIN_SHRINK", "MIN_SIDE", "PLACES", "RELATIONS", "AddRegion",
+    "ChangeAttribute", "Edit", "EditHistory", "EditResult", "EditRound", "MoveRegion", "RemoveRegion", "ReplacePrompt",
+    "ResizeRegion", "SceneDiff", "SetCount", "SwapRegions", "Undo", "apply_edits", "cells_to_boxes",
+    "describe_regions", "diff_scenes", "edit_from_dict", "edit_mask", "edits_between", "edits_from_json",
+    "edits_from_list", "edits_to_json", "free_box", "matching_regions", "region_rect", "rewrite_attribute",
+    "typical_size",
 ]
 
 #: Smallest side of any box an edit makes, as a fraction of the canvas.
@@ -60,8 +61,8 @@ _DEFAULT_ROUNDS = 32
 _MAX_SEED = 2**32 - 1  # the generators' seed range (scenecraft.generation.result.MAX_SEED)
 _MAX_SCALE = 10.0
 _MAX_COUNT = 1 << 16
-_GAP = 0.02  # between a region moved next to another and that region
-_MIN_SHRINK = 0.5  # a region moved next to another shrinks to fit, down to half its size
+GAP = 0.02  # between a region moved next to another and that region (a fraction of the canvas)
+MIN_SHRINK = 0.5  # a region moved next to another shrinks to fit, down to half its size
 _WORD_VALUE = re.compile(r"[a-z][a-z -]{0,39}")
 
 #: Places a region can be moved to or added at, and the centre each sets (``None``: that axis is kept).
@@ -362,7 +363,8 @@ def edit_from_dict(data: Any) -> Edit:
     return _OPS[op].from_dict(data)
 
 
-def _edits_from_list(value: Any) -> tuple[Edit, ...]:
+def edits_from_list(value: Any) -> tuple[Edit, ...]:
+    """Edits from their parsed JSON form: a list of ``{"op": ...}`` objects (at most :data:`MAX_EDITS`)."""
     if not isinstance(value, list):
         raise SceneError(f"edits must be a list of {{\"op\": ...}} objects, got {type(value).__name__}")
     if len(value) > MAX_EDITS:
@@ -381,7 +383,7 @@ def edits_from_json(text: str | bytes, *, limits: SceneLimits | None = None) -> 
     data = load_json(text, limits=limits, what="edits")
     if isinstance(data, dict) and set(data) == {"edits"}:
         data = data["edits"]
-    return _edits_from_list(data)
+    return edits_from_list(data)
 
 
 def edits_to_json(edits: Iterable[Edit], indent: int | None = None) -> str:
@@ -579,21 +581,21 @@ def _moved_box(work: _Work, edit: MoveRegion, rect: Rect) -> Box:
     ox0, oy0, ox1, oy1 = work.rect(work.index(edit.of))
     horizontal = edit.relation in ("left_of", "right_of")
     room = (ox0 if edit.relation == "left_of" else 1 - ox1 if edit.relation == "right_of"
-            else oy0 if edit.relation == "above" else 1 - oy1) - _GAP
+            else oy0 if edit.relation == "above" else 1 - oy1) - GAP
     need = w if horizontal else h
     shrink = min(1.0, room / need)
-    if shrink < _MIN_SHRINK or min(w, h) * shrink < MIN_SIDE - 1e-9:
+    if shrink < MIN_SHRINK or min(w, h) * shrink < MIN_SIDE - 1e-9:
         words = edit.relation.replace("_", " ")
         raise SceneError(f"there is no room {words} {edit.of!r} for {edit.id!r}: {max(room, 0):.3f} of the canvas is "
-                         f"free there and {edit.id!r} needs {need * _MIN_SHRINK:.3f} (at half its size); move "
+                         f"free there and {edit.id!r} needs {need * MIN_SHRINK:.3f} (at half its size); move "
                          f"{edit.of!r} first, or make {edit.id!r} smaller")
     w, h = w * shrink, h * shrink
     if horizontal:
         cy = (oy0 + oy1) / 2
-        nx0 = ox0 - _GAP - w if edit.relation == "left_of" else ox1 + _GAP
+        nx0 = ox0 - GAP - w if edit.relation == "left_of" else ox1 + GAP
         return _fit(nx0, cy - h / 2, nx0 + w, cy + h / 2)
     cx = (ox0 + ox1) / 2
-    ny0 = oy0 - _GAP - h if edit.relation == "above" else oy1 + _GAP
+    ny0 = oy0 - GAP - h if edit.relation == "above" else oy1 + GAP
     return _fit(cx - w / 2, ny0, cx + w / 2, ny0 + h)
 
 
@@ -717,7 +719,7 @@ def _apply_set_count(work: _Work, edit: SetCount) -> None:
         return
     model = work.regions[found[0]] if found else None
     boxes = [work.rect(k) for k in found if isinstance(work.regions[k].geometry, Box)]
-    size = _typical_size(work, boxes)
+    size = typical_size(scene, found)
     near = (float(np.mean([(r[0] + r[2]) / 2 for r in boxes])), float(np.mean([(r[1] + r[3]) / 2 for r in boxes]))) \
         if boxes else None
     for _ in range(edit.count - len(found)):
@@ -731,13 +733,16 @@ def _apply_set_count(work: _Work, edit: SetCount) -> None:
         work.regions.append(region)
 
 
-def _typical_size(work: _Work, boxes: list[Rect]) -> tuple[float, float]:
-    """The first matching box's size, else the median of the scene's boxes, else a quarter of the canvas."""
-    if boxes:
-        return (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
-    every = [work.rect(k) for k, r in enumerate(work.regions) if isinstance(r.geometry, Box)]
+def typical_size(scene: Scene, like: Sequence[int] = ()) -> tuple[float, float]:
+    """The size (w, h) a new region of ``scene`` gets: that of the first box region among the indices
+    ``like`` (regions of the same kind), else the median of the scene's boxes, else a quarter of the canvas."""
+    for index in like:
+        geometry = scene.regions[index].geometry
+        if isinstance(geometry, Box):
+            return (geometry.x1 - geometry.x0, geometry.y1 - geometry.y0)
+    every = [r.geometry for r in scene.regions if isinstance(r.geometry, Box)]
     if every:
-        return (float(np.median([r[2] - r[0] for r in every])), float(np.median([r[3] - r[1] for r in every])))
+        return (float(np.median([b.x1 - b.x0 for b in every])), float(np.median([b.y1 - b.y0 for b in every])))
     return (0.25, 0.25)
 
 
@@ -918,6 +923,35 @@ def diff_scenes(before: Scene, after: Scene) -> SceneDiff:
                      scene_fields=tuple(n for n in names if getattr(before, n) != getattr(after, n)))
 
 
+def edits_between(before: Scene, after: Scene) -> tuple[Edit, ...] | None:
+    """Edits that turn ``before``'s regions into ``after``'s (matched by id): removals, prompt replacements,
+    moves to the new box, additions. ``None`` where edits cannot say it (a cell or mask changed, a split
+    scene, LoRAs changed); the scene's own fields and the regions' order are not edits."""
+    diff = diff_scenes(before, after)
+    if before.split is not None or after.split is not None:
+        return None if not diff.empty else ()
+    old = {r.id: r for r in diff.before.regions}
+    new = {r.id: r for r in diff.after.regions}
+    edits: list[Edit] = [RemoveRegion(i) for i in diff.removed]
+    for region_id, what in diff.changed.items():
+        a, b = old[region_id], new[region_id]
+        if "lora" in what or not isinstance(b.geometry, Box) or not isinstance(a.geometry, Box):
+            return None
+        if "prompt" in what or "negative_prompt" in what:
+            negative = b.negative_prompt if "negative_prompt" in what else None
+            if "negative_prompt" in what and b.negative_prompt is None:
+                return None  # a negative prompt taken away: no edit says that
+            edits.append(ReplacePrompt(region_id, b.prompt, negative_prompt=negative))
+        if "moved" in what or "resized" in what:
+            edits.append(MoveRegion(region_id, to=b.geometry))
+    for region_id in diff.added:
+        region = new[region_id]
+        if not isinstance(region.geometry, Box) or region.lora:
+            return None
+        edits.append(AddRegion(region.prompt, region.geometry, id=region_id, negative_prompt=region.negative_prompt))
+    return tuple(edits) if len(edits) <= MAX_EDITS else None
+
+
 @dataclass(frozen=True)
 class EditResult:
     """The edited scene and what changed."""
@@ -978,7 +1012,8 @@ class EditRound:
             raise SceneError(f"a round's scene must be a Scene, got {type(self.scene).__name__}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed <= _MAX_SEED):
-            raise SceneError(f"a round's seed must be null or a whole number in [0, {_MAX_SEED}], got {shown(self.seed)}")
+            raise SceneError(f"a round's seed must be null or a whole number in [0, {_MAX_SEED}], "
+                             f"got {shown(self.seed)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"instruction": self.instruction, "edits": [edit.to_dict() for edit in self.edits],
@@ -994,7 +1029,7 @@ class EditRound:
                              "allowed: ['edits', 'instruction', 'scene', 'seed']")
         if "scene" not in data:
             raise SceneError("a round needs its 'scene'")
-        return cls(instruction=data.get("instruction"), edits=_edits_from_list(data.get("edits", [])),
+        return cls(instruction=data.get("instruction"), edits=edits_from_list(data.get("edits", [])),
                    scene=Scene.from_dict(data["scene"], limits=limits), seed=data.get("seed"))
 
 

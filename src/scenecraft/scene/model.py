@@ -346,14 +346,14 @@ class Scene:
     def with_size(self, width: int, height: int) -> Scene:
         return replace(self, width=width, height=height)
 
-    def with_ids(self) -> Scene:
+    def with_ids(self, taken: Iterable[str] = ()) -> Scene:
         """This scene with an id for every region that has none: ``"r1"``, ``"r2"``, ... in region order,
-        each the lowest ``"rN"`` no region of the scene holds. Regions that have an id keep it; a scene
-        whose regions all have one is returned as it is. Deterministic: the same scene always gets the
-        same ids."""
+        each the lowest ``"rN"`` no region of the scene holds and not in ``taken`` (ids to leave alone,
+        e.g. those of regions an edit history removed). Regions that have an id keep it; a scene whose
+        regions all have one is returned as it is. Deterministic: the same scene always gets the same ids."""
         if all(region.id is not None for region in self.regions):
             return self
-        taken = {region.id for region in self.regions if region.id is not None}
+        taken = {r.id for r in self.regions if r.id is not None} | {t for t in taken if isinstance(t, str)}
         numbers = iter(n for n in range(1, len(self.regions) + len(taken) + 2) if f"r{n}" not in taken)
         regions = tuple(region if region.id is not None else replace(region, id=f"r{next(numbers)}")
                         for region in self.regions)

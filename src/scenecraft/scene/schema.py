@@ -18,10 +18,11 @@ def scene_json_schema() -> dict[str, Any]:
     """The JSON schema every serialised :class:`~scenecraft.scene.Scene` satisfies.
 
     It also serves planners as the structured-output schema for LLM backends (their layout schema
-    leaves out ``lora``: a planner does not choose adapters). Cross-field rules (a split's region
-    count, boxes with ``x0 < x1``, region ids unique in a scene, each LoRA path once per region, no control or format characters
-    in a LoRA path) and the size limits of :class:`~scenecraft.scene.SceneLimits` (pixels, regions, prompt
-    length, LoRAs per region, JSON depth and digits) are checked by ``Scene.from_dict``/
+    leaves out ``lora`` and ``id``: a planner does not choose adapters, ids come with editing).
+    Cross-field rules (a split's region count, boxes with ``x0 < x1``, region ids unique in a scene,
+    each LoRA path once per region, no control or format characters in a LoRA path) and the size
+    limits of :class:`~scenecraft.scene.SceneLimits` (pixels, regions, prompt length, LoRAs per
+    region, JSON depth and digits) are checked by ``Scene.from_dict``/
     ``Scene.from_json``; they are left out of the schema, which stays the same whatever limits a
     caller chooses.
     """
