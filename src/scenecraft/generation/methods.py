@@ -32,6 +32,9 @@ class Method:
         config: its config class.
         families: the pipeline families it runs on (see :func:`pipeline_family`).
         summary: one line for ``--help`` and the README.
+        blending: whether the picture's denoising loop runs on the sampling core's ``sample``, so that
+            hooks installed with ``step_hooks`` reach it: what ``editing.render_edit``'s masked latent
+            blending needs (default ``False``; on the UNet families, whose latents are a pixel grid).
     """
 
     name: str
@@ -39,17 +42,19 @@ class Method:
     config: type[SamplingConfig]
     families: tuple[str, ...]
     summary: str
+    blending: bool = False
 
 
 METHODS: dict[str, Method] = {method.name: method for method in (
     Method("regional", generate_regional, RegionalConfig, ("sd", "sdxl", "sd-gligen", "sd3", "flux"),
-           "RPG: each region's pixels attend to its own prompt, mixed with the base prompt"),
+           "RPG: each region's pixels attend to its own prompt, mixed with the base prompt", blending=True),
     Method("layout", generate_layout, LayoutConfig, ("sd", "sdxl", "sd-gligen"),
-           "LMD: one guided generation per box, composed, then a guided final pass"),
+           "LMD: one guided generation per box, composed, then a guided final pass", blending=True),
     Method("layout+", generate_layout_plus, LayoutPlusConfig, ("sd-gligen",),
-           "LMD+: LMD on a GLIGEN UNet, its gated attention fed the boxes"),
+           "LMD+: LMD on a GLIGEN UNet, its gated attention fed the boxes", blending=True),
     Method("multidiffusion", generate_multidiffusion, MultiDiffusionConfig, ("sd", "sdxl", "sd-gligen"),
-           "MultiDiffusion: windows fused every step; panoramas at any size, mask regions, per-region LoRA"),
+           "MultiDiffusion: windows fused every step; panoramas at any size, mask regions, per-region LoRA",
+           blending=True),
 )}
 
 

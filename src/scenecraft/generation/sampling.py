@@ -9,6 +9,12 @@ needs through two hooks instead of copying the loop.
 - ``after_step(i, t, latents) -> latents | None``: runs after ``scheduler.step`` (LMD's latent
   composition and MultiDiffusion's fusion replace latents here).
 
+Hooks that must reach a method without changing its entry point (masked latent blending when an
+edit is re-rendered, recording a trajectory) are installed for a ``with`` block by
+:func:`step_hooks`: every *image pass* run inside the block (a loop whose latents are the picture's,
+not LMD's per-box passes) runs them around the method's own hooks, and they are gone after the block,
+even on error. They are per thread and per context (a :class:`~contextvars.ContextVar`), never global.
+
 Everything matches ``pipe(...)`` operation for operation (noise from ``pipe.prepare_latents``, the
 scheduler's ``set_timesteps``/``scale_model_input``/``step`` with ``pipe.prepare_extra_step_kwargs``,
 ``[uncond, cond]`` batching, guidance rescale, SDXL's pooled embedding and time ids, the VAE's
@@ -21,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +41,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SamplingConfig", "TextConditioning", "CFGDenoiser", "StepHook", "ProgressCallback", "OUTPUT_TYPES",
-    "image_generators", "prepare_latents", "prepare_timesteps", "sample", "decode_latents", "sdxl_time_ids",
-    "pipeline_family", "check_pipeline",
+    "image_generators", "prepare_latents", "prepare_timesteps", "sample", "decode_latents", "encode_latents",
+    "sdxl_time_ids", "pipeline_family", "check_pipeline", "step_hooks",
 ]
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 ProgressCallback = Callable[[int, int], None]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+#: Hooks installed by :func:`step_hooks`, innermost last: ``(before_step, after_step)`` pairs.
+_SCOPED_HOOKS: ContextVar[tuple[tuple[StepHook | None, StepHook | None], ...]] = ContextVar(
+    "scenecraft_step_hooks", default=())
 
 
 @dataclass
@@ -228,31 +238,54 @@ def sample(
     before_step: StepHook | None = None,
     after_step: StepHook | None = None,
     on_step: ProgressCallback | None = None,
+    image_pass: bool = True,
 ) -> torch.Tensor:
     """Run the denoising loop: ``before_step``, ``denoise``, ``scheduler.step``, ``after_step``, progress.
 
     A hook returns new latents or ``None`` (keep them). ``denoise`` may carry a ``step_index``
-    attribute, which the loop keeps current (for kwargs that change over the steps).
+    attribute, which the loop keeps current (for kwargs that change over the steps). When
+    ``image_pass`` (default ``True``) the hooks of :func:`step_hooks` run too: their ``before_step``
+    before the method's, their ``after_step`` after it; ``False`` is for loops whose latents are not
+    the picture's (LMD's per-box passes).
     """
+    scoped = _SCOPED_HOOKS.get() if image_pass else ()
+    befores = [hook for hook, _ in scoped] + [before_step]
+    afters = [after_step] + [hook for _, hook in scoped]
     total = len(timesteps)
     for index, t in enumerate(timesteps):
-        latents = _hooked(before_step, index, t, latents)
+        latents = _hooked(befores, index, t, latents)
         if hasattr(denoise, "step_index"):
             denoise.step_index = index
         with torch.no_grad():
             noise = denoise(latents, t)
             latents = scheduler.step(noise, t, latents, **(extra_step_kwargs or {}), return_dict=False)[0]
-        latents = _hooked(after_step, index, t, latents)
+        latents = _hooked(afters, index, t, latents)
         if on_step is not None:
             on_step(index + 1, total)
     return latents
 
 
-def _hooked(hook: StepHook | None, index: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    if hook is None:
-        return latents
-    changed = hook(index, t, latents)
-    return latents if changed is None else changed
+def _hooked(hooks: Sequence[StepHook | None], index: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    for hook in hooks:
+        if hook is not None:
+            changed = hook(index, t, latents)
+            latents = latents if changed is None else changed
+    return latents
+
+
+@contextmanager
+def step_hooks(*, before_step: StepHook | None = None, after_step: StepHook | None = None) -> Iterator[None]:
+    """Run ``before_step`` / ``after_step`` in every image pass of :func:`sample` inside the ``with`` block.
+
+    Nested blocks' hooks run in the order they were installed, outer first (so an inner ``after_step``
+    sees what the outer one returned). They are removed when the block ends, even on error, and other
+    threads never see them.
+    """
+    token = _SCOPED_HOOKS.set(_SCOPED_HOOKS.get() + ((before_step, after_step),))
+    try:
+        yield
+    finally:
+        _SCOPED_HOOKS.reset(token)
 
 
 @contextmanager
@@ -265,6 +298,12 @@ def _vae_tiling(vae, enabled: bool) -> Iterator[None]:
     finally:
         if enabled and not was_tiling:
             vae.disable_tiling()
+
+
+def _needs_upcast(pipe) -> bool:
+    """An fp16 SDXL VAE that asks to run in fp32 (``force_upcast``), as diffusers' SDXL pipelines upcast it."""
+    vae = pipe.vae
+    return vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False) and pipeline_family(pipe) == "sdxl"
 
 
 @torch.no_grad()
@@ -280,7 +319,7 @@ def decode_latents(pipe, latents: torch.Tensor, output_type: str = "pil", *, til
     if wrap:
         latents = torch.cat([latents[..., -wrap:], latents, latents[..., :wrap]], dim=-1)
     vae = pipe.vae
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False) and pipeline_family(pipe) == "sdxl"
+    upcast = _needs_upcast(pipe)
     if upcast:
         pipe.upcast_vae()
         latents = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
@@ -297,6 +336,29 @@ def decode_latents(pipe, latents: torch.Tensor, output_type: str = "pil", *, til
     if wrap:
         image = image[..., wrap * pipe.vae_scale_factor : image.shape[-1] - wrap * pipe.vae_scale_factor]
     return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=[True] * image.shape[0])
+
+
+@torch.no_grad()
+def encode_latents(pipe, images: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` images in [-1, 1] to the latents the UNet sees: the inverse of :func:`decode_latents`.
+
+    Deterministic (the mean of the VAE's latent distribution, no sample drawn); the VAE's scaling factor
+    and SDXL's latent mean/std where set; an fp16 SDXL VAE that asks for it is upcast for the call.
+    """
+    vae = pipe.vae
+    upcast = _needs_upcast(pipe)
+    if upcast:
+        pipe.upcast_vae()
+    try:
+        dtype = next(iter(vae.encoder.parameters())).dtype
+        latents = vae.encode(images.to(device=vae.device, dtype=dtype)).latent_dist.mean
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
+    stats = latent_mean_std(vae, latents)
+    if stats is not None:
+        return (latents - stats[0]) * vae.config.scaling_factor / stats[1]
+    return latents * vae.config.scaling_factor
 
 
 def latent_mean_std(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -361,12 +423,14 @@ def generate_latents(
     after_step: StepHook | None = None,
     on_step: ProgressCallback | None = None,
     control: ControlInput | None = None,
+    image_pass: bool = True,
 ) -> torch.Tensor:
     """Denoise a batch from its noise (``pipe.prepare_latents`` of ``generators`` unless ``latents`` is given).
 
     ``text`` must have one entry per latent. ``timesteps`` defaults to the scheduler's for
     ``config.num_inference_steps`` (set afresh). ``control`` (default ``None``) guides the UNet with a
-    ControlNet, its guidance window measured over ``timesteps``.
+    ControlNet, its guidance window measured over ``timesteps``. ``image_pass`` (default ``True``):
+    whether :func:`step_hooks`' hooks run (see :func:`sample`).
     """
     device = pipe._execution_device
     if timesteps is None:
@@ -380,4 +444,4 @@ def generate_latents(
     extra = pipe.prepare_extra_step_kwargs(_one_or_list(generators), 0.0)
     with torch.enable_grad():  # hooks may take gradients; the loop itself runs without
         return sample(pipe.scheduler, denoise, latents, timesteps, extra_step_kwargs=extra,
-                      before_step=before_step, after_step=after_step, on_step=on_step)
+                      before_step=before_step, after_step=after_step, on_step=on_step, image_pass=image_pass)
