@@ -58,9 +58,11 @@ MAX_EDITS = 64
 #: Most rounds an :class:`EditHistory` may keep (its ``max_rounds`` is at most this; default 32).
 MAX_HISTORY_ROUNDS = 256
 _DEFAULT_ROUNDS = 32
+_DEFAULT_CHARS = 1_000_000
 _MAX_SEED = 2**32 - 1  # the generators' seed range (scenecraft.generation.result.MAX_SEED)
 _MAX_SCALE = 10.0
 _MAX_COUNT = 1 << 16
+_GRID = 32  # free_box tries centres every 1/32 of the canvas
 GAP = 0.02  # between a region moved next to another and that region (a fraction of the canvas)
 MIN_SHRINK = 0.5  # a region moved next to another shrinks to fit, down to half its size
 _WORD_VALUE = re.compile(r"[a-z][a-z -]{0,39}")
@@ -439,7 +441,7 @@ def free_box(rects: Sequence[Rect], size: tuple[float, float], *, zone: Rect = (
              near: tuple[float, float] | None = None) -> Box:
     """A box of ``size`` (w, h) whose centre lies in ``zone``, placed where it overlaps ``rects`` least.
 
-    Deterministic: centres on a 1/64 grid are ranked by overlap with ``rects``, then by a clear gap
+    Deterministic: centres on a 1/32 grid are ranked by overlap with ``rects``, then by a clear gap
     to them (up to 0.04 of the canvas), then by distance to ``near`` (default the zone's centre),
     then top to bottom, left to right. The box keeps its size (cut to the canvas) and lies on it.
     """
@@ -450,8 +452,8 @@ def free_box(rects: Sequence[Rect], size: tuple[float, float], *, zone: Rect = (
         lo, hi = max(lo, side / 2), min(hi, 1 - side / 2)
         if lo > hi:  # the zone cannot hold the box's centre: the nearest place that can
             lo = hi = min(max((lo + hi) / 2, side / 2), 1 - side / 2)
-        steps = int((hi - lo) * 64 + 1e-9)
-        axes.append(np.unique(np.append(lo + np.arange(steps + 1) / 64, hi)))
+        steps = int((hi - lo) * _GRID + 1e-9)
+        axes.append(np.unique(np.append(lo + np.arange(steps + 1) / _GRID, hi)))
     cy, cx = (grid.ravel() for grid in np.meshgrid(axes[1], axes[0], indexing="ij"))
     cand = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     if len(rects):
@@ -1037,13 +1039,16 @@ class EditRound:
 class EditHistory:
     """Rounds of editing, oldest first; ``rounds[0]`` is the scene the editing started from.
 
-    At most ``max_rounds`` rounds are kept (default 32, at most :data:`MAX_HISTORY_ROUNDS`); past
-    that the oldest are dropped and cannot be undone. ``undo()`` gives back the previous round's
-    scene exactly (edit then undo: the same Scene, the same JSON, the same history JSON).
+    At most ``max_rounds`` rounds are kept (default 32, at most :data:`MAX_HISTORY_ROUNDS`), and the
+    JSON stays under ``max_chars`` characters (default 1,000,000: a PNG text chunk others read whole)
+    where more than the last two rounds are kept; past either, the oldest rounds are dropped and
+    cannot be undone. ``undo()`` gives back the previous round's scene exactly (edit then undo: the
+    same Scene, the same JSON, the same history JSON).
     """
 
     rounds: list[EditRound]
     max_rounds: int = _DEFAULT_ROUNDS
+    max_chars: int = _DEFAULT_CHARS
 
     def __post_init__(self) -> None:
         if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or not (
@@ -1052,6 +1057,10 @@ class EditHistory:
                              f"got {shown(self.max_rounds)}")
         if isinstance(self.rounds, (str, bytes, dict)) or not isinstance(self.rounds, Iterable):
             raise SceneError(f"rounds must be a list of EditRound, got {type(self.rounds).__name__}")
+        if isinstance(self.max_chars, bool) or not isinstance(self.max_chars, int) or not (
+                10_000 <= self.max_chars <= DEFAULT_LIMITS.max_json_chars):
+            raise SceneError(f"max_chars must be a whole number in [10000, {DEFAULT_LIMITS.max_json_chars}], "
+                             f"got {shown(self.max_chars)}")
         self.rounds = list(self.rounds)
         if not self.rounds:
             raise SceneError("a history needs at least one round: the scene editing starts from")
@@ -1064,9 +1073,9 @@ class EditHistory:
 
     @classmethod
     def start(cls, scene: Scene, *, seed: int | None = None, instruction: str | None = None,
-              max_rounds: int = _DEFAULT_ROUNDS) -> EditHistory:
+              max_rounds: int = _DEFAULT_ROUNDS, max_chars: int = _DEFAULT_CHARS) -> EditHistory:
         """A history whose first round is ``scene`` as it is (drawn with ``seed``, planned from ``instruction``)."""
-        return cls([EditRound(instruction, (), scene, seed)], max_rounds=max_rounds)
+        return cls([EditRound(instruction, (), scene, seed)], max_rounds=max_rounds, max_chars=max_chars)
 
     @property
     def scene(self) -> Scene:
@@ -1104,6 +1113,8 @@ class EditHistory:
         """Keep a round made elsewhere (an LLM's whole new scene, say); ``seed`` default: the latest."""
         self.rounds.append(EditRound(instruction, tuple(edits), scene, self.seed if seed is None else seed))
         del self.rounds[:max(0, len(self.rounds) - self.max_rounds)]
+        while len(self.rounds) > 2 and len(self.to_json()) > self.max_chars:
+            del self.rounds[0]
 
     def undo(self) -> Scene:
         """Drop the last round and return the scene before it, exactly as it was."""
@@ -1114,7 +1125,8 @@ class EditHistory:
         return self.scene
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, "max_rounds": self.max_rounds, "rounds": [item.to_dict() for item in self.rounds]}
+        return {"version": 1, "max_rounds": self.max_rounds, "max_chars": self.max_chars,
+                "rounds": [item.to_dict() for item in self.rounds]}
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -1124,10 +1136,10 @@ class EditHistory:
         """A history from its dict form; every round's scene is checked against ``limits``."""
         if not isinstance(data, dict):
             raise SceneError(f"an edit history must be a JSON object, got {type(data).__name__}")
-        unknown = [shown(key) for key in data if key not in ("version", "max_rounds", "rounds")]
+        unknown = [shown(key) for key in data if key not in ("version", "max_rounds", "max_chars", "rounds")]
         if unknown:
             raise SceneError(f"unknown history field(s) [{', '.join(sorted(unknown[:10]))}]; "
-                             "allowed: ['max_rounds', 'rounds', 'version']")
+                             "allowed: ['max_chars', 'max_rounds', 'rounds', 'version']")
         if data.get("version", 1) != 1 or isinstance(data.get("version"), bool):
             raise SceneError(f"edit history version {shown(data.get('version'))} is not supported (this reads 1)")
         rounds = data.get("rounds")
@@ -1142,7 +1154,8 @@ class EditHistory:
                 parsed.append(EditRound.from_dict(item, limits=limits))
             except SceneError as error:
                 raise SceneError(f"rounds[{index}]: {error}") from error
-        return cls(parsed, max_rounds=data.get("max_rounds", _DEFAULT_ROUNDS))
+        return cls(parsed, max_rounds=data.get("max_rounds", _DEFAULT_ROUNDS),
+                   max_chars=data.get("max_chars", _DEFAULT_CHARS))
 
     @classmethod
     def from_json(cls, text: str | bytes, *, limits: SceneLimits | None = None) -> EditHistory:
