@@ -7,6 +7,7 @@ from .app import app, bench_app
 from . import bench_layout, bench_panorama, bench_regional, bench_toyworld, generate, panorama, plan  # noqa: E402, F401
 from . import batch, bench_batch  # noqa: E402, F401
 from . import ui  # noqa: E402, F401
+from . import bench_edit, edit  # noqa: E402, F401
 
 
 def main() -> None:

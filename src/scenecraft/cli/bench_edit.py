@@ -1,0 +1,1 @@
+"""``scenecraft bench edit``: the toy-world edit suite (being built)."""

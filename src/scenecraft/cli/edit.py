@@ -1,0 +1,1 @@
+"""``scenecraft edit``: an instruction applied to a picture, its history kept in the PNG (being built)."""
