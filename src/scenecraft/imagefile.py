@@ -1,4 +1,5 @@
-"""PNG files that carry their Scene JSON and an A1111-style ``parameters`` text chunk."""
+"""PNG files that carry their Scene JSON, an A1111-style ``parameters`` text chunk, a generation record and,
+for pictures ``scenecraft edit`` made, their edit history (:data:`HISTORY_KEY`)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from .scene import Scene, SceneError, load_json
 
 __all__ = ["save_png", "save_image", "png_bytes", "write_atomically", "image_metadata", "read_metadata",
            "read_png_metadata", "read_generation", "a1111_parameters", "generation_record", "PngMetadata",
-           "PngReadError", "MAX_TEXT_BYTES"]
+           "PngReadError", "MAX_TEXT_BYTES", "HISTORY_KEY", "history_text", "read_history"]
 
 SCENE_KEY = "scenecraft.scene"
 GENERATION_KEY = "scenecraft.generation"
 PARAMETERS_KEY = "parameters"
+#: The edit history of a picture ``scenecraft edit`` made (JSON; see :mod:`scenecraft.edit_session`), compressed.
+HISTORY_KEY = "scenecraft.history"
 # The most bytes read of one PNG text chunk (compressed, and again inflated): 1 MB.
 MAX_TEXT_BYTES = 1_000_000
 # The most chunks read of one PNG (a large image has a few thousand IDAT chunks).
@@ -79,28 +82,46 @@ def image_metadata(result: Any, index: int, model: str) -> tuple[str, dict[str, 
     return parameters, record
 
 
-def _png_info(scene: Scene, parameters: str, generation: dict[str, Any] | None) -> PngImagePlugin.PngInfo:
+def _png_info(scene: Scene, parameters: str, generation: dict[str, Any] | None,
+              history: dict[str, Any] | None = None) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     info.add_itxt(SCENE_KEY, scene.to_json(indent=None))
     info.add_itxt(PARAMETERS_KEY, parameters)
     if generation is not None:
         info.add_itxt(GENERATION_KEY, json.dumps(generation, sort_keys=True))
+    if history is not None:
+        info.add_itxt(HISTORY_KEY, history_text(history), zip=True)
     return info
 
 
+def history_text(history: dict[str, Any], *, max_text: int = MAX_TEXT_BYTES) -> str:
+    """The JSON text of an edit history as the PNG stores it; a ValueError when its UTF-8 is longer than
+    ``max_text`` bytes (what :func:`read_history` reads back; the history's owner drops old rounds first)."""
+    if not isinstance(history, dict):
+        raise ValueError(f"an edit history to store must be a JSON object (a dict), got {type(history).__name__}")
+    text = json.dumps(history, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode("utf-8"))
+    if size > max_text:
+        raise ValueError(f"the edit history is {size:,} bytes of JSON, more than the {max_text:,} a PNG text chunk "
+                         "may hold here (imagefile.MAX_TEXT_BYTES); fewer or smaller rounds fit")
+    return text
+
+
 def save_png(image: Image.Image, path: str | Path, scene: Scene, parameters: str,
-             generation: dict[str, Any] | None = None) -> Path:
+             generation: dict[str, Any] | None = None, history: dict[str, Any] | None = None) -> Path:
     """Write ``image`` to ``path`` with the scene JSON, the parameters text and (if given) the
-    generation record as PNG text chunks; atomically (see :func:`save_image`)."""
+    generation record and the edit history (compressed) as PNG text chunks; atomically (see
+    :func:`save_image`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_image(image, path, format="PNG", pnginfo=_png_info(scene, parameters, generation))
+    return save_image(image, path, format="PNG", pnginfo=_png_info(scene, parameters, generation, history))
 
 
-def png_bytes(image: Image.Image, scene: Scene, parameters: str, generation: dict[str, Any] | None = None) -> bytes:
+def png_bytes(image: Image.Image, scene: Scene, parameters: str, generation: dict[str, Any] | None = None,
+              history: dict[str, Any] | None = None) -> bytes:
     """The PNG file :func:`save_png` writes, as bytes (for a process that renders while another writes)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=_png_info(scene, parameters, generation))
+    image.save(buffer, format="PNG", pnginfo=_png_info(scene, parameters, generation, history))
     return buffer.getvalue()
 
 
@@ -210,6 +231,25 @@ def read_png_metadata(path: str | Path) -> tuple[Scene | None, str | None]:
     return metadata.scene, metadata.parameters
 
 
+def read_history(path: str | Path, *, max_text: int = MAX_TEXT_BYTES, max_pixels: int | None = None
+                 ) -> dict[str, Any] | None:
+    """The edit history stored in the PNG at ``path`` as a JSON object, or ``None`` when it has none.
+
+    Read as :func:`read_metadata` reads (text chunks only, ``max_text`` bytes at most, inflated too;
+    ``max_pixels`` as there) and parsed with the bounded JSON reader (size, depth, digits; no NaN).
+    A history longer than ``max_text``, corrupt, not JSON or not an object is a :class:`PngReadError`;
+    what the object must hold is :mod:`scenecraft.edit_session`'s to check.
+    """
+    path = Path(path)
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    texts, cut = _read_text_chunks(path, (HISTORY_KEY,), max_text, limit)
+    if HISTORY_KEY in cut:
+        raise PngReadError(f"the {HISTORY_KEY} text of {path} is longer than {max_text:,} bytes; it was not read")
+    if HISTORY_KEY not in texts:
+        return None
+    return _json_object(texts[HISTORY_KEY], path, HISTORY_KEY)
+
+
 def _scene(text: str, path: Path) -> Scene:
     try:
         return Scene.from_json(text)
@@ -217,13 +257,13 @@ def _scene(text: str, path: Path) -> Scene:
         raise SceneError(f"the scene stored in {path} is not valid: {error}") from None
 
 
-def _json_object(text: str, path: Path) -> dict[str, Any]:
+def _json_object(text: str, path: Path, key: str = GENERATION_KEY) -> dict[str, Any]:
     try:
-        data = load_json(text, what=f"{GENERATION_KEY} text")
+        data = load_json(text, what=f"{key} text")
     except SceneError as error:
-        raise PngReadError(f"the {GENERATION_KEY} text of {path} is not valid JSON: {error}") from None
+        raise PngReadError(f"the {key} text of {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
-        raise PngReadError(f"the {GENERATION_KEY} text of {path} is not a JSON object")
+        raise PngReadError(f"the {key} text of {path} is not a JSON object")
     return data
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .core import (TABLE_HEADERS, SharedPipeline, UIError, UILimits, apply_editor, apply_rows, editor_value,
-                   history_entry, message, plan, plan_picture, read_scene, region_rows, render)
+from .core import (ROUND_HEADERS, TABLE_HEADERS, SharedPipeline, UIError, UILimits, apply_editor, apply_rows,
+                   edit_entry, edit_image, edit_rows, editor_value, history_entry, message, plan, plan_picture,
+                   read_scene, region_rows, render, start_editing, undo_image)
 from .editor import EDITOR_CSS, box_editor
 
 __all__ = ["build_app", "launch_app", "require_gradio"]
@@ -121,7 +122,17 @@ def _page(gr, handlers: _Handlers, model: str, methods: list[str], size: int) ->
                                            interactive=False)
             c.history = gr.Gallery(label="This session (newest first)", elem_id="history", columns=4, height=300,
                                    fit_columns=False, object_fit="contain", allow_preview=False, interactive=False)
+    with gr.Row():
+        c.instruction = gr.Textbox(label="Edit the image", elem_id="instruction", scale=4,
+                                   max_length=limits.max_prompt_chars,
+                                   placeholder="make the circle blue · move the square to the left · add a star")
+        c.edit = gr.Button("Edit", variant="primary", elem_id="edit", scale=1)
+        c.undo = gr.Button("Undo", variant="secondary", elem_id="undo", scale=1)
+    c.rounds = gr.Dataframe(headers=ROUND_HEADERS, datatype=["number", "str", "str", "number"], interactive=False,
+                            label="Edit history of this image (the PNG carries it)", elem_id="rounds",
+                            column_count=len(ROUND_HEADERS), type="array")
     c.history_state = gr.State([])
+    c.edit_state = gr.State(None)
     return c
 
 
@@ -142,8 +153,20 @@ def _events(gr, c: SimpleNamespace, handlers: _Handlers, plan_concurrency: int) 
         return handlers.generate(text, method, seed, steps, guidance, history, progress)
 
     c.generate.click(generate, inputs=[c.scene_json, c.method, c.seed, c.steps, c.guidance, c.history_state],
-                     outputs=[c.result, c.download, c.history, c.history_state, c.status], concurrency_limit=1,
-                     concurrency_id="pipeline")
+                     outputs=[c.result, c.download, c.history, c.history_state, c.edit_state, c.rounds, c.status],
+                     concurrency_limit=1, concurrency_id="pipeline")
+
+    def edit(instruction, state, history, progress=gr.Progress()):
+        return handlers.edit(instruction, state, history, progress)
+
+    def undo(state, history, progress=gr.Progress()):
+        return handlers.undo(state, history, progress)
+
+    edited = [c.result, c.download, c.history, c.history_state, c.edit_state, c.rounds, c.status]
+    pipeline = dict(concurrency_limit=1, concurrency_id="pipeline")  # edits draw on the one pipeline too
+    for event in (c.edit.click, c.instruction.submit):
+        event(edit, inputs=[c.instruction, c.edit_state, c.history_state], outputs=edited, **pipeline)
+    c.undo.click(undo, inputs=[c.edit_state, c.history_state], outputs=edited, **pipeline)
 
 
 def _model_facts(shared: SharedPipeline, native_size: int | None) -> tuple[int, list[str]]:
@@ -198,10 +221,40 @@ class _Handlers:
             entries = [history_entry(rendered), *history][: self.limits.max_history]
             note = (f"seed {rendered.seed}, {rendered.method}, {rendered.steps} steps, {scene.width}x{scene.height}, "
                     f"{rendered.seconds:.1f} s")
+            state = start_editing(rendered)
             return (str(rendered.path), gr.update(value=str(rendered.path), interactive=True), entries, entries,
-                    note)
+                    state, edit_rows(state), note)
 
-        return self._guard(5, run)
+        return self._guard(7, run)
+
+    def edit(self, instruction, state, history, progress):
+        def run():
+            new, edited = edit_image(self.shared, state, instruction, self.out_dir, self.limits, self.llm,
+                                     on_step=lambda done, total: progress((done, total), desc="editing"))
+            return self._edited(new, edited, history)
+
+        return self._guard(7, run)
+
+    def undo(self, state, history, progress):
+        def run():
+            new, edited = undo_image(self.shared, state, self.out_dir, self.limits,
+                                     on_step=lambda done, total: progress((done, total), desc="undoing"))
+            return self._edited(new, edited, history)
+
+        return self._guard(7, run)
+
+    def _edited(self, state, edited, history):
+        import gradio as gr
+
+        entries = [edit_entry(edited), *(history or [])][: self.limits.max_history]
+        if edited.undone:
+            what = f"undid {edited.instruction or 'the edits'!r}: round {edited.round}"
+        else:
+            what = f"round {edited.round}: " + "; ".join(edited.changes)
+        exact = "the same pixels as before, bit for bit" if edited.exact and edited.undone else ""
+        parts = [what, exact, *edited.notes, f"{edited.seconds:.1f} s"]
+        return (str(edited.path), gr.update(value=str(edited.path), interactive=True), entries, entries, state,
+                edit_rows(state), " · ".join(part for part in parts if part))
 
     def defaults(self, method):
         """The steps and guidance ``method`` takes on this model (the method's, under the model's ``scenecraft.json``),

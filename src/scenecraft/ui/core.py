@@ -23,7 +23,8 @@ from ..scene import Box, Scene, SceneLimits
 from ..scene.limits import raise_hint
 
 __all__ = ["UIError", "UILimits", "SharedPipeline", "Rendered", "message", "read_scene", "plan", "region_rows",
-           "apply_rows", "editor_value", "apply_editor", "plan_picture", "render", "history_entry", "TABLE_HEADERS"]
+           "apply_rows", "editor_value", "apply_editor", "plan_picture", "render", "history_entry", "TABLE_HEADERS",
+           "ROUND_HEADERS", "EditState", "Edited", "start_editing", "edit_image", "undo_image", "edit_rows", "edit_entry"]
 
 TABLE_HEADERS = ["prompt", "x0", "y0", "x1", "y1"]
 # The UI flag that raises each scene limit it sets (see UILimits.scene_limits).
@@ -380,3 +381,139 @@ def history_entry(rendered: Rendered) -> tuple[str, str]:
     prompt = rendered.scene.prompt if len(rendered.scene.prompt) <= 60 else rendered.scene.prompt[:57] + "..."
     return str(rendered.path), f"seed {rendered.seed} · {rendered.method} · {rendered.steps} steps · {prompt}"
 
+
+
+# ---------------------------------------------------------------------------------------------- editing
+ROUND_HEADERS = ["round", "instruction", "changes", "seed"]
+
+
+@dataclass
+class EditState:
+    """What a page edits: the PNG this server wrote last for it (a server-side path, never one the page sends)
+    and, once edited, its :class:`~scenecraft.edit_session.EditSession`, kept in memory so that the next edit
+    or undo needs no replay (its rounds' latents: a few MB a round at 512 px; at most 32 rounds are kept)."""
+
+    path: Path
+    scene: Scene
+    seed: int
+    session: Any = None
+
+
+@dataclass(frozen=True)
+class Edited:
+    """One edit or undo the UI drew: its PNG (history inside), round, what changed, notes, exactness and time."""
+
+    path: Path
+    round: int
+    instruction: str | None
+    changes: tuple[str, ...]
+    notes: tuple[str, ...]
+    exact: bool
+    seconds: float
+    undone: bool = False
+
+
+def start_editing(rendered: Rendered) -> EditState:
+    """The edit state of a freshly generated image: round 0 is its PNG."""
+    return EditState(rendered.path, rendered.scene, rendered.seed)
+
+
+def _instruction(text: Any, limits: UILimits) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise UIError("describe the edit first, e.g. \"make the circle blue\" or \"move the square to the left\"")
+    if len(text) > limits.max_prompt_chars:
+        raise UIError(f"the instruction has {len(text):,} characters, more than the {limits.max_prompt_chars:,} this "
+                      "server allows (start `scenecraft ui --max-prompt-chars ...` to raise it)")
+    return text.strip()
+
+
+def _session(state: Any, limits: UILimits):
+    from ..edit_session import read_record
+
+    if not isinstance(state, EditState):
+        raise UIError("generate an image first; then describe an edit of it")
+    return state.session if state.session is not None else read_record(state.path, limits=limits.scene_limits())
+
+
+def _on_pipeline(shared: SharedPipeline, work):
+    """``work(view)`` on a request view of the shared pipeline, under its lock (as :meth:`SharedPipeline.run`)."""
+    pipe = shared.pipeline()
+    with pipeline_lock(pipe):
+        return work(request_view(pipe))
+
+
+def _finish(outcome, before, out_dir: Path, started: float) -> tuple[EditState, Edited]:
+    from ..edit_session import describe_changes, save_picture
+
+    session = outcome.session
+    path = Path(out_dir) / f"scenecraft-edit-{session.round}-{uuid.uuid4().hex[:8]}.png"
+    save_picture(session, path)
+    current = session.record.history.rounds[-1]
+    instruction = (before.record.history.rounds[-1] if outcome.undone else current).instruction
+    changes = () if outcome.undone else tuple(describe_changes(before.scene, session.scene))
+    edited = Edited(path, session.round, instruction, changes, outcome.notes, outcome.exact,
+                    time.perf_counter() - started, outcome.undone)
+    return EditState(path, session.scene, current.seed, session), edited
+
+
+def edit_image(shared: SharedPipeline, state: Any, instruction: Any, out_dir: Path, limits: UILimits,
+               llm: str | None = None, on_step=None) -> tuple[EditState, Edited]:
+    """Apply ``instruction`` to the image of ``state`` (``scenecraft.edit_session``: planned offline unless
+    ``llm``, drawn over the image with its method, settings and seed), write the new PNG with its history into
+    ``out_dir`` and return the new state. "undo" undoes. The new scene is held to ``limits``."""
+    from ..edit_session import plan_round, render_round
+
+    text = _instruction(instruction, limits)
+    session = _session(state, limits)
+    plan = plan_round(session, text, llm=llm, limits=limits.scene_limits())
+    if plan.is_undo:
+        return undo_image(shared, state, out_dir, limits, on_step=on_step)
+    started = time.perf_counter()
+    outcome = _on_pipeline(shared, lambda pipe: render_round(pipe, session, plan, on_step=on_step))
+    return _finish(outcome, session, out_dir, started)
+
+
+def undo_image(shared: SharedPipeline, state: Any, out_dir: Path, limits: UILimits,
+               on_step=None) -> tuple[EditState, Edited]:
+    """Step the image of ``state`` back one round (the previous picture bit for bit: it is kept in memory, or
+    replayed) and write its PNG into ``out_dir``."""
+    from ..edit_session import undo_round
+
+    session = _session(state, limits)
+    if not session.can_undo:
+        raise UIError("nothing to undo: this is the image editing started from")
+    started = time.perf_counter()
+    outcome = _on_pipeline(shared, lambda pipe: undo_round(pipe, session, on_step=on_step))
+    return _finish(outcome, session, out_dir, started)
+
+
+def edit_rows(state: Any) -> list[list[Any]]:
+    """The edit history table of ``state``: one row per round (number, instruction, changes, seed)."""
+    from ..edit_session import describe_changes
+
+    if not isinstance(state, EditState):
+        return []
+    if state.session is None:
+        return [[0, "(generated)", _short(state.scene.prompt), state.seed]]
+    record = state.session.record
+    rounds, rows = record.history.rounds, []
+    for index, item in enumerate(rounds):
+        number = index + record.dropped
+        if index == 0:
+            rows.append([number, "(generated)" if number == 0 else "(older rounds dropped)",
+                         _short(item.scene.prompt), item.seed])
+            continue
+        changes = "; ".join(describe_changes(rounds[index - 1].scene, item.scene))
+        rows.append([number, item.instruction or "(edits)", _short(changes), item.seed])
+    return rows
+
+
+def edit_entry(edited: Edited) -> tuple[str, str]:
+    """The history gallery's ``(path, caption)`` of an edit."""
+    said = edited.instruction or "edits"
+    verb = "undid" if edited.undone else "edit"
+    return str(edited.path), f"round {edited.round} · {verb} {_short(said, 50)}"
+
+
+def _short(text: str, length: int = 60) -> str:
+    return text if len(text) <= length else text[:length - 3] + "..."
