@@ -14,6 +14,7 @@ from rich.text import Text
 
 from ..scene import DEFAULT_LIMITS, Mask, Region, Scene, SceneError, SceneLimits
 from .app import app, progress_bar, quiet_libraries
+from ..correction.verdict import MAX_ROUNDS
 from .errors import UserError, check_folder, check_output_path, note, printable
 
 console = Console(stderr=True)
@@ -138,6 +139,9 @@ def generate(
     control: Annotated[Optional[Path], typer.Option(help="A control image (canny edges, depth, pose...) for --controlnet; resized to the output's size.", exists=True, dir_okay=False)] = None,
     controlnet: Annotated[Optional[str], typer.Option(help="The ControlNet that reads --control: a diffusers folder, a .safetensors file or a hub id.")] = None,
     control_scale: Annotated[Optional[float], typer.Option(help="Weight of the ControlNet's residuals (default 1.0; 0 turns it off).")] = None,
+    self_correct: Annotated[int, typer.Option("--self-correct", help=f"Rounds of self-correction (SLD), 0..{MAX_ROUNDS}: verify the picture against its scene, redraw what is wrong, repeat until it passes (default 0: none).")] = 0,
+    verifier: Annotated[str, typer.Option(help="With --self-correct: toy (the toy world's exact scorer; toy scenes only), owlv2:PATH, grounding-dino:PATH, detector:PATH (a folder or hub id) or llm:KIND:MODEL[@URL] (a backend that takes images).")] = "toy",
+    correct_with: Annotated[Optional[str], typer.Option(help="With --self-correct: the method that renders the corrections (default layout: LMD redraws a region in its box; 'same': --method).")] = None,
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
     from ..generation import load_pipeline
@@ -154,6 +158,7 @@ def generate(
     if llm and not (scene_file or region):
         check_folder(default_cache_dir(), "the plan cache")
     control_picture = check_control_flags(control, controlnet, control_scale, method)
+    corrector = check_self_correct_flags(self_correct, verifier, correct_with, method, control)
     masks = read_masks(mask or [], region or [], limits)
     quiet_libraries()
     model = model or default_model()
@@ -173,12 +178,109 @@ def generate(
     if control_picture is not None:
         with console.status(Text(printable(f"loading {controlnet}"))):
             control_input = control_for(pipe, scene, control_picture, controlnet, control_scale)
+    if corrector is not None:
+        corrected = correct_all(pipe, scene, config, method, model, corrector, self_correct, device, setting or [])
+        _save_corrected(corrected, model, out, self_correct)
+        console.print(f"seed {corrected[0][0].seed}")
+        return
     with progress_bar(console) as progress:
         task = progress.add_task(f"{method}", total=None)
         result = run_method(pipe, scene, config, method=method, control=control_input,
                             on_step=lambda done, total: progress.update(task, completed=done, total=total))
     _save_all(with_control_settings(result, control, controlnet, control_input), model, out)
     console.print(f"seed {result.seed}")
+
+
+
+
+def check_self_correct_flags(rounds: int, verifier: str, correct_with: str | None, method: str, control: Path | None):
+    """Refuse, before any model loads, --self-correct out of 0..10, a verifier spec that names nothing known, a
+    --correct-with or --method that cannot re-render inside a mask, and --control with --self-correct. Returns
+    ``(verifier spec, correcting method)``, or ``None`` without --self-correct."""
+    if not 0 <= rounds <= MAX_ROUNDS:
+        raise UserError(f"--self-correct must be a number of rounds in 0..{MAX_ROUNDS}, got {rounds}")
+    if rounds == 0:
+        if verifier != "toy" or correct_with is not None:
+            given = "--verifier" if verifier != "toy" else "--correct-with"
+            raise UserError(f"{given} is a setting of self-correction: give --self-correct R (1..{MAX_ROUNDS}) too")
+        return None
+    if control is not None:
+        raise UserError("--self-correct does not take --control: the corrections are re-rendered without the "
+                        "ControlNet; draw with --control first, then correct the picture with scenecraft edit")
+    from ..correction.verifiers import make_verifier
+
+    make_verifier(verifier)  # a spec that names nothing known fails here (nothing is loaded yet)
+    from ..generation.methods import METHODS, get_method
+
+    fixer = method if correct_with == "same" else (correct_with or "layout")
+    takers = ", ".join(name for name, other in METHODS.items() if other.blending)
+    for option, name in (("--method", method), ("--correct-with", fixer)):
+        if not get_method(name).blending:
+            raise UserError(f"{option} {name} cannot re-render inside a mask, which self-correction needs; "
+                            f"methods that can: {takers}")
+    return verifier, fixer
+
+
+def correct_all(pipe, scene: Scene, config, method: str, model: str, corrector: tuple[str, str], rounds: int,
+                device: str | None, settings: list[str]):
+    """Draw every image with ``render_scene`` (the pixels ``generate`` draws) and run the self-correction loop on
+    each, printing a line per round. Returns ``[(first result, CorrectionResult), ...]``."""
+    from ..correction.loop import self_correct
+    from ..correction.verifiers import make_verifier
+    from ..generation.editing import render_scene
+    from ..generation.result import resolve_seed
+
+    spec, fixer = corrector
+    verifier = make_verifier(spec, device=device)
+    seed = resolve_seed(config.seed, config.num_images)
+    out = []
+    for index in range(config.num_images):
+        image_seed = seed + index
+        fix_config = method_config(fixer, model, settings if fixer == method else [], steps=config.num_inference_steps,
+                                   guidance=config.guidance_scale, seed=image_seed, num_images=1)
+        with progress_bar(console) as progress:
+            task = progress.add_task(method, total=None)
+            first = render_scene(pipe, scene, dataclasses.replace(config, num_images=1, seed=image_seed), method=method,
+                                 seed=image_seed,
+                                 on_step=lambda done, total: progress.update(task, completed=done, total=total))
+        label = f"image {index}: " if config.num_images > 1 else ""
+        fixed = self_correct(pipe, scene, first, verifier, rounds=rounds, correct_with=fixer, config=fix_config,
+                             seed=image_seed, on_round=lambda done, label=label: _say_round(label, done))
+        _say(f"{label}first picture: {fixed.first.describe()}" if not fixed.rounds else
+             f"{label}self-correction: {'passed' if fixed.passed else 'not passed'} after {len(fixed.rounds)} "
+             f"round(s), {fixed.cost.calls} UNet calls: {fixed.verdict.describe()}")
+        out.append((first, fixed, fix_config))
+    return out
+
+
+def _say(line: str) -> None:
+    console.print(Text(printable(line)), soft_wrap=True)
+
+
+def _say_round(label: str, done) -> None:
+    problems = "; ".join(p.describe() for p in done.before.problems)
+    redrew = f"redrew {', '.join(done.regenerate)}" if done.regenerate else "redrew nothing"
+    cleared = f", cleared {len(done.clear)} stray object(s)" if done.clear else ""
+    dropped = "" if done.kept else " (dropped: more problems than before)"
+    _say(f"{label}round {done.index}: {problems} -> {redrew}{cleared}; {done.cost.calls} UNet calls; "
+         f"now {done.after.describe()}{dropped}")
+
+
+def _save_corrected(corrected, model: str, out: Path | None, rounds: int) -> None:
+    """Save each corrected picture with the first picture's parameters and the rounds in its generation record."""
+    from ..generation.result import GenerationResult
+    from ..imagefile import image_metadata, save_png
+
+    seed = corrected[0][0].seed
+    for path, (first, fixed, fix_config) in zip(_output_paths(out, seed, len(corrected)), corrected):
+        image = fixed.result.images[0]
+        result = GenerationResult(images=[image], seed=first.seed, scene=fixed.scene, method=first.method,
+                                  settings=first.settings, seeds=[first.seed])
+        parameters, record = image_metadata(result, 0, model)
+        record["self_correct"] = fixed.record(rounds) | {
+            "config": {k: v for k, v in dataclasses.asdict(fix_config).items() if k != "seed"}}
+        save_png(image, path, fixed.scene, parameters, record)
+        typer.echo(printable(str(path)))
 
 
 def check_control_flags(control: Path | None, controlnet: str | None, control_scale: float | None, method: str):

@@ -23,6 +23,8 @@ from ..toyworld.score import Detected, count, relation, score_image
 
 __all__ = [
     "CATEGORIES", "ToyPrompt", "MethodReport", "build_suite", "check", "run_toyworld_benchmark", "contact_sheet",
+    "Attempt", "CorrectionCase", "CorrectionArm", "SelfCorrectReport", "best_of_outcome", "best_of_seed",
+    "run_self_correct_benchmark", "format_self_correct_table",
 ]
 
 CATEGORIES = ("single", "binding", "numeracy", "spatial", "negation", "complex")
@@ -218,3 +220,194 @@ def contact_sheet(rows: Sequence[tuple[str, object, Sequence[tuple[str, np.ndarr
             colour = (0, 0, 0) if ok is None else ((0, 130, 0) if ok else (200, 0, 0))
             draw.text((left, top + 2), label, fill=colour, font=font)
     return sheet
+
+
+# ----------------------------------------------------------------------------------------------- self-correction
+@dataclass(frozen=True)
+class Attempt:
+    """One picture of a case: the denoiser calls spent up to and including it, the verifier's say, the check's."""
+
+    calls: int
+    passed: bool
+    problems: int
+    ok: bool
+
+
+@dataclass
+class CorrectionCase:
+    """One (prompt, seed): the first picture, the loop's picture, and best-of-N's pictures in order (the first
+    of them is the first picture itself: best-of-N and the loop start from the same picture)."""
+
+    prompt: ToyPrompt
+    seed: int
+    first: Attempt
+    loop: Attempt
+    rounds: int
+    best_of: list[Attempt] = field(default_factory=list)
+
+
+def best_of_outcome(attempts: Sequence[Attempt], budget: float) -> tuple[Attempt, int]:
+    """Best-of-N within ``budget`` denoiser calls: the first attempt the verifier passes among those that fit (the
+    first always does), else the one with the fewest problems (the earliest of equals); and the calls spent."""
+    fitting = [a for k, a in enumerate(attempts) if k == 0 or a.calls <= budget]
+    for attempt in fitting:
+        if attempt.passed:
+            return attempt, attempt.calls
+    return min(fitting, key=lambda a: a.problems), fitting[-1].calls
+
+
+@dataclass
+class SelfCorrectReport:
+    """One method with self-correction: accuracy without and with the loop, and best-of-N at call budgets."""
+
+    name: str
+    cases: list[CorrectionCase] = field(default_factory=list)
+
+    def _report(self, label: str, pick: Callable[[CorrectionCase], Attempt]) -> MethodReport:
+        report = MethodReport(label)
+        for case in self.cases:
+            report.add(case.prompt.category, pick(case).ok, 0.0)
+        return report
+
+    def first_report(self) -> MethodReport:
+        return self._report(self.name, lambda case: case.first)
+
+    def loop_report(self) -> MethodReport:
+        return self._report(f"{self.name} + loop", lambda case: case.loop)
+
+    def mean_calls(self, which: str) -> float:
+        """Mean denoiser calls per picture of ``which``: ``"first"`` or ``"loop"``."""
+        return float(np.mean([getattr(case, which).calls for case in self.cases])) if self.cases else 0.0
+
+    def best_of(self, budget: float) -> tuple[MethodReport, float]:
+        """Best-of-N's accuracy at ``budget`` calls per picture, and the mean calls it spent."""
+        report, spent = MethodReport(f"{self.name} best-of-N"), []
+        for case in self.cases:
+            attempt, calls = best_of_outcome(case.best_of, budget)
+            report.add(case.prompt.category, attempt.ok, 0.0)
+            spent.append(calls)
+        return report, float(np.mean(spent)) if spent else 0.0
+
+    def calls_to_reach(self, accuracy: float, key: str = "compositional") -> float | None:
+        """The fewest mean calls best-of-N spends to reach ``accuracy`` on ``key``, ``None`` where its recorded
+        pictures never reach it."""
+        budgets = sorted({a.calls for case in self.cases for a in case.best_of})
+        for budget in budgets:
+            report, spent = self.best_of(budget)
+            if report.accuracy()[key] >= accuracy - 1e-12:
+                return spent
+        return None
+
+
+@dataclass(frozen=True)
+class CorrectionArm:
+    """How the self-correction benchmark runs one method.
+
+    ``plan(text) -> Scene``; ``draw(scene, seed) -> (uint8 picture, calls, state)`` (the first picture, and what the
+    loop starts from); ``correct(scene, state, seed) -> (uint8 picture, calls, rounds, verdict)`` (the loop's calls
+    only); ``verify(picture, scene) -> Verdict`` (the verifier best-of-N stops on).
+    """
+
+    plan: Callable
+    draw: Callable
+    correct: Callable
+    verify: Callable
+
+
+def best_of_seed(seed: int, k: int) -> int:
+    """The seed of best-of-N's ``k``-th picture (``k = 0``: the seed itself)."""
+    return (seed + 1000 * k) % 2**32
+
+
+def _attempt(prompt: ToyPrompt, image: np.ndarray, calls: int, verdict) -> Attempt:
+    return Attempt(int(calls), bool(verdict.passed), len(verdict.problems), check(prompt, score_image(image)))
+
+
+def run_self_correct_benchmark(
+    arms: dict[str, CorrectionArm],
+    suite: Sequence[ToyPrompt],
+    seeds: Sequence[int],
+    *,
+    budget: float = 2.0,
+    max_n: int = 16,
+    on_picture: Callable[[str, str, ToyPrompt, int, np.ndarray, bool], None] | None = None,
+) -> list[SelfCorrectReport]:
+    """Every arm on every (prompt, seed): the first picture, the loop, then best-of-N.
+
+    Best-of-N draws seeds :func:`best_of_seed` ``(seed, k)`` until the verifier passes one, ``max_n`` (default 16)
+    are drawn, or the next would pass ``budget`` (default 2.0) times the loop's mean calls per picture (estimated
+    at the mean cost of the pictures drawn so far); :meth:`SelfCorrectReport.best_of` then reads any smaller
+    budget off the same pictures. ``on_picture(arm, kind, prompt, seed, picture, ok)`` with kind ``"first"``,
+    ``"loop"`` or ``"best-of"``.
+    """
+    reports = []
+    for name, arm in arms.items():
+        report = SelfCorrectReport(name)
+        scenes = []
+        for prompt in suite:
+            scene = arm.plan(prompt.text)
+            for seed in seeds:
+                image, calls, state = arm.draw(scene, seed)
+                first = _attempt(prompt, image, calls, arm.verify(image, scene))
+                fixed, more, rounds, verdict = arm.correct(scene, state, seed)
+                loop = _attempt(prompt, fixed, calls + more, verdict)
+                report.cases.append(CorrectionCase(prompt, seed, first, loop, rounds, [first]))
+                scenes.append(scene)
+                if on_picture is not None:
+                    on_picture(name, "first", prompt, seed, image, first.ok)
+                    on_picture(name, "loop", prompt, seed, fixed, loop.ok)
+        cap = budget * report.mean_calls("loop")
+        for case, scene in zip(report.cases, scenes):
+            for image, ok in _best_of(arm, case, scene, cap, max_n):
+                if on_picture is not None:
+                    on_picture(name, "best-of", case.prompt, case.seed, image, ok)
+        reports.append(report)
+    return reports
+
+
+def _best_of(arm: CorrectionArm, case: CorrectionCase, scene: Scene, cap: float, max_n: int):
+    """Draw best-of-N's pictures into ``case.best_of``; yields each picture and its check."""
+    attempts = case.best_of
+    while not attempts[-1].passed and len(attempts) < max_n:
+        spent = attempts[-1].calls
+        if spent + spent / len(attempts) > cap:
+            break
+        image, calls, _ = arm.draw(scene, best_of_seed(case.seed, len(attempts)))
+        attempts.append(_attempt(case.prompt, image, spent + calls, arm.verify(image, scene)))
+        yield image, attempts[-1].ok
+
+
+def format_self_correct_table(reports: Sequence[SelfCorrectReport], *, rounds: int, correct_with: str,
+                              budget: float = 2.0) -> str:
+    """The self-correction table: per method, accuracy per category and mean denoiser calls per picture without
+    the loop, with it, and best-of-N at the loop's mean calls and at ``budget`` times them; then the ratio."""
+    columns = [*CATEGORIES, "compositional", "overall"]
+    lines = [f"verifier: the toy scorer (exact: an upper bound on any real detector); up to {rounds} round(s), "
+             f"corrected with {correct_with}; best-of-N: new seeds until the verifier passes one",
+             f"{'method':<32}" + "".join(f"{c:>14}" for c in columns) + f"{'UNet calls':>12}"]
+
+    def row(label: str, report: MethodReport, calls: float) -> str:
+        accuracy = report.accuracy()
+        cells = [f"{100 * accuracy[c]:>13.1f}%" if c in accuracy else f"{'-':>14}" for c in columns]
+        return f"{label:<32}" + "".join(cells) + f"{calls:>12.1f}"
+
+    notes = []
+    for report in reports:
+        loop_calls = report.mean_calls("loop")
+        lines.append(row(report.name, report.first_report(), report.mean_calls("first")))
+        lines.append(row(f"{report.name} + self-correct", report.loop_report(), loop_calls))
+        for multiple in sorted({1.0, budget}):
+            best, spent = report.best_of(multiple * loop_calls)
+            lines.append(row(f"{report.name} best-of-N {multiple:g}x", best, spent))
+        target = report.loop_report().accuracy()["compositional"]
+        needed = report.calls_to_reach(target)
+        if needed is None:
+            _, spent = report.best_of(budget * loop_calls)
+            notes.append(f"{report.name}: best-of-N does not reach the loop's {100 * target:.1f}% compositional within "
+                         f"{budget:g}x the loop's calls (it spent {spent:.1f} there): loop calls / best-of-N calls "
+                         f"< {loop_calls / max(spent, 1e-9):.2f} (target <= 0.5)")
+        else:
+            notes.append(f"{report.name}: loop calls / best-of-N calls to reach the loop's {100 * target:.1f}% "
+                         f"compositional = {loop_calls:.1f} / {needed:.1f} = {loop_calls / max(needed, 1e-9):.2f} "
+                         "(target <= 0.5)")
+    return "\n".join(lines + notes)

@@ -20,6 +20,7 @@ echoes the ``Authorization`` header cannot leak it). The local backend imports t
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import urllib.parse
@@ -30,7 +31,8 @@ from typing import Any, Protocol
 from .errors import BackendError, BackendSpecError
 from .transport import TransportLimits, check_base_url, post_json, scrub
 
-__all__ = ["Backend", "BackendSpec", "TransportLimits", "make_backend", "parse_spec", "redact", "KINDS"]
+__all__ = ["Backend", "BackendSpec", "TransportLimits", "make_backend", "parse_spec", "redact", "supports_images",
+           "KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,37 @@ def _reply_error(spec: BackendSpec, what: str) -> BackendError:
     return BackendError(f"{spec} sent a reply without {what}")
 
 
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+
+
+def supports_images(backend: Any) -> bool:
+    """Whether ``backend`` can be sent a picture (it has ``complete_with_image``; the local backend has not)."""
+    return callable(getattr(backend, "complete_with_image", None))
+
+
+def _b64(image: bytes) -> str:
+    if not isinstance(image, (bytes, bytearray)) or not image:
+        raise BackendSpecError("an image sent to an LLM must be its encoded bytes (PNG, JPEG...), "
+                               f"got {type(image).__name__}")
+    return base64.b64encode(bytes(image)).decode("ascii")
+
+
+def _media_type(media_type: str) -> str:
+    if media_type not in _IMAGE_TYPES:
+        raise BackendSpecError(f"an image sent to an LLM must be one of {list(_IMAGE_TYPES)}, got {media_type!r}")
+    return media_type
+
+
+def _with_image(messages: list[dict[str, Any]], parts: list[dict[str, Any]], text_part) -> list[dict[str, Any]]:
+    """``messages`` with the last user message's content as ``[*parts, text_part(its text)]`` (a copy)."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+    if last is None or not isinstance(messages[last].get("content"), str):
+        raise BackendSpecError("an image is sent beside a user message's text; the messages have none")
+    copied = [dict(m) for m in messages]
+    copied[last]["content"] = [*parts, text_part(messages[last]["content"])]
+    return copied
+
+
 @dataclass
 class OpenAIBackend:
     """OpenAI's chat completions API, or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio).
@@ -144,6 +177,15 @@ class OpenAIBackend:
             raise BackendError(f"{self.spec} sent an empty reply")
         return scrub(content, _secrets(key))
 
+    def complete_with_image(self, messages: list[dict[str, Any]], image: bytes, *, max_tokens: int,
+                            media_type: str = "image/png") -> str:
+        """``complete`` with ``image`` (encoded bytes) before the last user message's text, as an ``image_url``
+        data URL (OpenAI's vision input; OpenAI-compatible servers with a vision model take the same)."""
+        url = f"data:{_media_type(media_type)};base64,{_b64(image)}"
+        parts = [{"type": "image_url", "image_url": {"url": url}}]
+        return self.complete(_with_image(messages, parts, lambda text: {"type": "text", "text": text}),
+                             schema=None, max_tokens=max_tokens)
+
 
 @dataclass
 class GeminiBackend:
@@ -159,7 +201,8 @@ class GeminiBackend:
         key = _key("gemini")
         system, chat = _split_messages(messages)
         payload: dict[str, Any] = {
-            "contents": [{"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+            "contents": [{"role": "model" if m["role"] == "assistant" else "user",
+                          "parts": m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}]}
                          for m in chat],
             "generationConfig": {"maxOutputTokens": max_tokens, "temperature": 0,
                                  **({"responseMimeType": "application/json"} if schema else {})},
@@ -181,6 +224,13 @@ class GeminiBackend:
         if not isinstance(text, str):
             raise _reply_error(self.spec, "text parts")
         return scrub(text, _secrets(key))
+
+    def complete_with_image(self, messages: list[dict[str, Any]], image: bytes, *, max_tokens: int,
+                            media_type: str = "image/png") -> str:
+        """``complete`` with ``image`` (encoded bytes) before the last user message's text, as an ``inline_data`` part."""
+        parts = [{"inline_data": {"mime_type": _media_type(media_type), "data": _b64(image)}}]
+        return self.complete(_with_image(messages, parts, lambda text: {"text": text}), schema=None,
+                             max_tokens=max_tokens)
 
 
 @dataclass
@@ -211,6 +261,14 @@ class AnthropicBackend:
         if not isinstance(text, str):
             raise _reply_error(self.spec, "text blocks")
         return scrub(text, _secrets(key))
+
+    def complete_with_image(self, messages: list[dict[str, Any]], image: bytes, *, max_tokens: int,
+                            media_type: str = "image/png") -> str:
+        """``complete`` with ``image`` (encoded bytes) before the last user message's text, as a base64 image block."""
+        block = {"type": "image", "source": {"type": "base64", "media_type": _media_type(media_type),
+                                             "data": _b64(image)}}
+        return self.complete(_with_image(messages, [block], lambda text: {"type": "text", "text": text}),
+                             schema=None, max_tokens=max_tokens)
 
 
 def _secrets(key: str | None) -> tuple[str, ...]:
