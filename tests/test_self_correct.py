@@ -235,7 +235,7 @@ def test_the_self_correct_bench_accounts_calls_and_budgets():
     assert at_3x.accuracy()["binding"] == 1.0 and spent == 20
     assert report.calls_to_reach(1.0) == 20  # loop 12 / best-of-N 20 = 0.6
     table = format_self_correct_table([report], rounds=1, correct_with="stub", budget=3.0)
-    assert "upper bound on any real detector" in table and "= 12.0 / 20.0 = 0.60" in table
+    assert "upper bound on any real detector" in table and "= 12.0 / 20.0 = 0.60" in table and ") met;" in table
     assert best_of_outcome([Attempt(5, False, 2, False), Attempt(9, False, 1, True)], 8) == (Attempt(5, False, 2, False), 5)
 
 
