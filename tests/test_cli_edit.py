@@ -106,7 +106,8 @@ def test_a_foreign_picture_edits_with_its_scene(folder):
     result = run("edit", folder / "foreign.png", "make the square green", "--scene", folder / "foreign.json",
                  "--steps", 8, "--seed", 0, "--out", folder / "foreign-1.png")
     assert result.exit_code == 0, result.output
-    assert "not drawn by scenecraft" in result.output and "boxes: 0 reused, 2 drawn again" in result.output
+    assert "round 0 is a picture scenecraft did not draw" in result.output
+    assert "boxes: 0 reused, 2 drawn again" in result.output
     mask = np.zeros((64, 64), np.float32)
     x0, y0, x1, y1 = (round(v * 64) for v in boxes[1])
     mask[max(y0 - 8, 0):y1 + 8, max(x0 - 8, 0):x1 + 8] = 1  # the box and the latent cells the mask grows by

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from scenecraft.edit_session import (
-    EditRecord, EditSessionError, RoundRender, describe_changes, history_lines, open_picture, pixel_hash, plan_round,
+    EditSessionError, RoundRender, describe_changes, history_lines, open_picture, pixel_hash, plan_round,
     read_record, render_round, save_picture, start_record, undo_round,
 )
 from scenecraft.imagefile import HISTORY_KEY, MAX_TEXT_BYTES, PngReadError, read_history, read_metadata
@@ -111,7 +111,7 @@ def test_a_picture_changed_after_it_was_written_is_edited_over_its_pixels(toy, d
 def test_layout_reuses_the_kept_box_and_keeps_the_outside(toy, tmp_path):
     from scenecraft.generation.editing import pixel_change
 
-    path = draw(toy, tmp_path / "layout.png", two(), method="layout", seed=0, steps=4)
+    path = draw(toy, tmp_path / "layout.png", two(), method="layout", seed=0, steps=3)
     session = read_record(path)
     plan = plan_round(session, "make the square green")
     out = render_round(toy, session, plan)
@@ -143,7 +143,7 @@ def test_a_foreign_picture_edits_with_its_scene_and_keeps_what_lies_outside(toy,
     assert session.record.origin == "picture" and not session.record.replayable
     plan = plan_round(session, "make the square green")
     out = render_round(toy, session, plan)
-    assert not out.exact and "not drawn by scenecraft" in out.notes[0]
+    assert not out.exact and "round 0 is a picture scenecraft did not draw" in out.notes[0]
     mask = plan.diff.edit_mask(64, 64).astype(np.float32)
     change = pixel_change(world.image, out.session.picture, mask)
     assert change["outside_max"] <= 1 and change["inside_mean"] > 1  # pasted back outside; drawn again inside
@@ -253,7 +253,7 @@ def test_hostile_history_chunks_are_one_sentence(tmp_path, text, words):
     (lambda h: h["renders"][1].update(pixels="md5:00"), "renders[1]: a round's pixels must be"),
     (lambda h: h["renders"][1].update(dilate=10**6), "a round's dilate must be a whole number in [0, 16]"),
     (lambda h: h["renders"][1].update(over="magic"), "a round's 'over' must be null or one of"),
-    (lambda h: h["renders"][1].pop("over"), "'over' (how the round was blended) is null only for the first"),
+    (lambda h: h["renders"][1].pop("over"), "'over' (how the round was blended) is null only for the"),
     (lambda h: h["history"]["rounds"][1].update(seed=None), "round 1 has no seed"),
     (lambda h: h["history"]["rounds"][1].update(seed=2**40), "seed must be null or a whole number"),
     (lambda h: h["history"]["rounds"][1]["scene"].update(width=128), "round 1's scene is 128x64"),

@@ -80,7 +80,7 @@ def test_the_handlers_put_edit_mistakes_in_the_status_and_wire_generate_to_the_e
     from scenecraft.ui import build_app
 
     handlers = build_app(toy_pipe, out_dir=tmp_path).scenecraft
-    quiet = lambda *a, **k: None  # noqa: E731
+    quiet = lambda *a, **k: None  # noqa: E731 (a progress that shows nothing)
     *_, status = handlers.edit("make the circle blue", None, [], quiet)
     assert status == "error: generate an image first; then describe an edit of it"
     result, _, entries, _, state, rows, status = handlers.generate(two_boxes().to_json(), "regional", 2, 3, 3.0, [],
@@ -91,5 +91,5 @@ def test_the_handlers_put_edit_mistakes_in_the_status_and_wire_generate_to_the_e
     result, _, entries, _, state, rows, status = handlers.edit("remove the square", state, entries, quiet)
     assert status.startswith("round 1: removed r2 'a blue square'") and len(rows) == 2 and len(entries) == 2
     assert entries[0][1].startswith("round 1 · edit remove the square")
-    result, _, entries, _, state, rows, status = handlers.undo(state, entries, quiet)
+    _, _, entries, _, state, rows, status = handlers.undo(state, entries, quiet)
     assert "undid 'remove the square': round 0" in status and "bit for bit" in status and len(rows) == 1

@@ -41,7 +41,8 @@ __all__ = ["EditSessionError", "RoundRender", "EditRecord", "EditSession", "Edit
            "ORIGINS", "FOREIGN_METHOD"]
 
 HISTORY_VERSION = 1
-#: ``"generated"``: round 0 was drawn by scenecraft (the rounds can be replayed); ``"picture"``: a picture it did not make.
+#: ``"generated"``: round 0 was drawn by scenecraft (the rounds can be replayed); ``"picture"``: a picture it did
+#: not make.
 ORIGINS = ("generated", "picture")
 #: What a round was blended with: an exact replay of the round before (``"replay"``) or its pixels, VAE-encoded.
 OVER = ("replay", "pixels")
@@ -191,8 +192,8 @@ class EditRecord:
             if not isinstance(item, RoundRender):
                 raise EditSessionError(f"renders[{index}] must be a RoundRender, got {type(item).__name__}")
             if (item.over is None) != (index == 0 and self.dropped == 0):
-                raise EditSessionError(f"renders[{index}]: 'over' (how the round was blended) is null only for the first "
-                                       "round of a history that dropped none")
+                raise EditSessionError(f"renders[{index}]: 'over' (how the round was blended) is null only for the "
+                                       "first round of a history that dropped none")
         _name("method", self.method)
         _name("model", self.model)
         _name("scheduler", self.scheduler, optional=True)
@@ -587,7 +588,7 @@ def replay_rounds(pipe, record: EditRecord, upto: int | None = None, *, on_step:
 
 def _why_not(record: EditRecord) -> str:
     if record.origin == "picture":
-        return "its first picture was not drawn by scenecraft"
+        return "round 0 is a picture scenecraft did not draw"
     return f"its {record.dropped} oldest round(s) were dropped"
 
 
@@ -610,9 +611,9 @@ def _exact(pipe, session: EditSession, index: int, replay: bool, on_step, on_sta
     if failed is not None:
         return None, len(replayed) + 1, (f"replaying round {failed} did not give its recorded pixels (another "
                                          "machine, model or library version?)",)
-    plural = "s" if index else ""
-    return replayed, index + 1, (f"replayed round{plural} 0{f'-{index}' if index else ''} ({index + 1} "
-                                 f"render{'s' if index else ''}) to continue exactly",)
+    rounds = f"rounds 0-{index} ({index + 1} renders)" if index else "round 0 (1 render)"
+    why = "to continue exactly" if current else f"to give round {index + record.dropped} back exactly"
+    return replayed, index + 1, (f"replayed {rounds} {why}",)
 
 
 def render_round(pipe, session: EditSession, plan: Any, *, seed: int | None = None, dilate: int = 1,

@@ -1,10 +1,12 @@
 """The gradio page of ``scenecraft ui``: prompt -> plan (picture, region table, scene JSON) -> generate -> image,
-download and history. gradio is imported only when a page is built (``pip install 'scenecraft[ui]'``).
+download and history; then edits of the image in words (``scenecraft.edit_session``), undo and its edit history.
+gradio is imported only when a page is built (``pip install 'scenecraft[ui]'``).
 
 Concurrency: gradio's queue runs at most one generation at a time for the whole server (the ``generate``
 event's ``concurrency_limit=1``; other requests wait in the queue, at most ``max_queue`` of them, and the page
 shows their place), and :class:`~scenecraft.ui.core.SharedPipeline` takes the pipeline's lock as well, so
-the pipeline is never entered twice even by other callers. Planning runs up to ``plan_concurrency`` at once.
+the pipeline is never entered twice even by other callers. Edits and undos draw on the same pipeline, in the same
+queue (``concurrency_id="pipeline"``). Planning runs up to ``plan_concurrency`` at once.
 """
 
 from __future__ import annotations
@@ -78,10 +80,11 @@ def build_app(pipe, *, model: str = "toyworld", limits: UILimits | None = None, 
 
 def _page(gr, handlers: _Handlers, model: str, methods: list[str], size: int) -> SimpleNamespace:
     """The page's components, top to bottom: prompt and plan; picture, box editor, table and JSON; method and
-    settings; status; image, download and history."""
+    settings; status; image, download and history; the edit box (instruction, Edit, Undo) and the edit history."""
     limits = handlers.limits
     c = SimpleNamespace()
-    gr.Markdown(f"## scenecraft\nPlan a prompt into regions, adjust them, then generate with `{model}`. "
+    gr.Markdown(f"## scenecraft\nPlan a prompt into regions, adjust them, generate with `{model}`, then edit the "
+                f"image in words. "
                 f"Limits of this server: {limits.summary()}.")
     with gr.Row():
         c.prompt = gr.Textbox(label="Prompt", elem_id="prompt", scale=4, max_length=limits.max_prompt_chars,
@@ -132,7 +135,7 @@ def _page(gr, handlers: _Handlers, model: str, methods: list[str], size: int) ->
                             label="Edit history of this image (the PNG carries it)", elem_id="rounds",
                             column_count=len(ROUND_HEADERS), type="array")
     c.history_state = gr.State([])
-    c.edit_state = gr.State(None)
+    c.edit_state = gr.State(None, time_to_live=3600)  # an hour unused, then its kept rounds are let go
     return c
 
 

@@ -24,7 +24,8 @@ from ..scene.limits import raise_hint
 
 __all__ = ["UIError", "UILimits", "SharedPipeline", "Rendered", "message", "read_scene", "plan", "region_rows",
            "apply_rows", "editor_value", "apply_editor", "plan_picture", "render", "history_entry", "TABLE_HEADERS",
-           "ROUND_HEADERS", "EditState", "Edited", "start_editing", "edit_image", "undo_image", "edit_rows", "edit_entry"]
+           "ROUND_HEADERS", "EditState", "Edited", "start_editing", "edit_image", "undo_image", "edit_rows",
+           "edit_entry"]
 
 TABLE_HEADERS = ["prompt", "x0", "y0", "x1", "y1"]
 # The UI flag that raises each scene limit it sets (see UILimits.scene_limits).
