@@ -88,6 +88,7 @@ def test_an_lmd_picture_keeps_its_boxes_and_redraws_the_wrong_one_from_a_fresh_s
     config = toy_layout(toy)
     scene = Scene(prompt="two red circles", width=64, height=64,
                   regions=[Region("a red circle", Box(*LEFT)), Region("a red circle", Box(*RIGHT))])
+    config = dataclasses.replace(config, num_inference_steps=6)  # plumbing: any steps
     first = render_scene(toy, scene, config, method="layout", seed=3)
     missing = match_regions(scene, [Found("red circle", (0.1, 0.2, 0.4, 0.4))], ["red circle", "red circle"])
     stub = _Scripted([missing, Verdict((), ())], scene)  # the second circle is missing, then all is well
@@ -177,13 +178,13 @@ def test_generate_self_correct_prints_rounds_and_records_them(tmp_path):
 
     out = tmp_path / "fixed.png"
     result = CliRunner().invoke(app, ["generate", "a red circle to the left of a blue square", "--method", "regional",
-                                      "--steps", "8", "--seed", "5", "--self-correct", "2", "--out", str(out)])
+                                      "--steps", "6", "--seed", "5", "--self-correct", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     record = read_metadata(out).generation
     account = record["self_correct"]
-    assert account["rounds"] == 2 and account["correct_with"] == "layout" and account["verifier"] == "toy"
-    assert account["config"]["num_inference_steps"] == 8 and record["method"] == "regional"
-    assert len(account["per_round"]) == account["rounds_run"] <= 2
+    assert account["rounds"] == 1 and account["correct_with"] == "layout" and account["verifier"] == "toy"
+    assert account["config"]["num_inference_steps"] == 6 and record["method"] == "regional"
+    assert len(account["per_round"]) == account["rounds_run"] <= 1
     lines = [line for line in result.output.splitlines() if line.startswith(("round", "self-correction", "first"))]
     assert len(lines) == account["rounds_run"] + 1
     from PIL import Image
@@ -198,6 +199,8 @@ def test_generate_self_correct_prints_rounds_and_records_them(tmp_path):
     (["--self-correct", "1", "--verifier", "sam:/x"], "unknown verifier 'sam:/x'"),
     (["--self-correct", "1", "--correct-with", "nope"], "unknown method 'nope'"),
     (["--self-correct", "1", "--verifier", "llm:local:/m"], "does not accept images"),
+    (["--self-correct", "1", "--verifier", "owlv2:./no-such-folder"], "the detector folder './no-such-folder' does not exist"),
+    (["--self-correct", "1", "--control", __file__, "--controlnet", "x"], "--self-correct does not take --control"),
 ])
 def test_generate_self_correct_mistakes_are_clear_errors(args, message):
     from scenecraft.cli.app import app
@@ -242,12 +245,13 @@ def test_the_self_correct_bench_accounts_calls_and_budgets():
 def test_bench_toyworld_self_correct_runs_on_a_tiny_suite(tmp_path):
     from scenecraft.cli.app import app
 
-    result = CliRunner().invoke(app, ["bench", "toyworld", "--self-correct", "1", "--methods", "layout", "--prompts",
-                                      "1", "--seeds", "1", "--steps", "6", "--best-of", "2", "--json",
+    result = CliRunner().invoke(app, ["bench", "toyworld", "--self-correct", "1", "--methods", "regional-split",
+                                      "--correct-with", "same", "--prompts", "1", "--seeds", "1", "--steps", "4",
+                                      "--best-of", "2", "--json",
                                       "--sheet", str(tmp_path / "sheet.png")])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index("{"):])
-    entry = payload["methods"]["layout"]
+    entry = payload["methods"]["regional-split"]
     assert payload["verifier"].startswith("toy") and payload["rounds"] == 1
     assert sum(entry["first"]["images"].values()) == 6 and entry["self_correct"]["unet_calls"] >= entry["first"][
         "unet_calls"] > 0

@@ -157,8 +157,8 @@ def generate(
         Scene.from_json(_read_text(scene_file, "--scene"), limits=limits)
     if llm and not (scene_file or region):
         check_folder(default_cache_dir(), "the plan cache")
-    control_picture = check_control_flags(control, controlnet, control_scale, method)
     corrector = check_self_correct_flags(self_correct, verifier, correct_with, method, control)
+    control_picture = check_control_flags(control, controlnet, control_scale, method)
     masks = read_masks(mask or [], region or [], limits)
     quiet_libraries()
     model = model or default_model()
@@ -207,9 +207,11 @@ def check_self_correct_flags(rounds: int, verifier: str, correct_with: str | Non
     if control is not None:
         raise UserError("--self-correct does not take --control: the corrections are re-rendered without the "
                         "ControlNet; draw with --control first, then correct the picture with scenecraft edit")
-    from ..correction.verifiers import make_verifier
+    from ..correction.verifiers import DetectorVerifier, make_verifier
 
-    make_verifier(verifier)  # a spec that names nothing known fails here (nothing is loaded yet)
+    checked = make_verifier(verifier)  # a spec that names nothing known fails here (nothing is loaded yet)
+    if isinstance(checked, DetectorVerifier):
+        checked.source()  # a detector folder that does not exist, too
     from ..generation.methods import METHODS, get_method
 
     fixer = method if correct_with == "same" else (correct_with or "layout")

@@ -8,7 +8,7 @@ of them:
    inside the region's rectangle before any other);
 2. a paired object whose centre lies outside the region's rectangle (grown by ``place_tolerance``) is a
    **place** problem (the object is there, in the wrong place);
-3. a region left without a pair takes the unpaired object centred in its rectangle, if there is one: a
+3. a region left without a pair takes the unpaired object centred in its rectangle, if there is one: an
    **attribute** problem (something is where the region is, but with another label: a wrong colour or
    shape);
 4. the regions still without an object are **missing**, and the objects no region took are **extra**.

@@ -212,6 +212,18 @@ class DetectorVerifier:
                                                           for q in self.extra_queries):
             raise VerifierError("extra_queries must be a list of non-empty labels")
 
+    def source(self) -> str:
+        """The folder or hub id ``from_pretrained`` is given; a folder named that does not exist is a ModelLoadError
+        (checked before anything loads)."""
+        from ..generation.loading import ModelLoadError
+
+        folder = Path(self.model).expanduser()
+        if folder.exists():
+            return str(folder)
+        if str(self.model).startswith((".", "/", "~")) or str(self.model).count("/") > 1:
+            raise ModelLoadError(f"the detector folder {str(self.model)!r} does not exist; {_DOWNLOAD_HINT}")
+        return str(self.model)
+
     def load(self) -> None:
         """Load the processor and the model (once)."""
         if self._detector is not None:
@@ -220,10 +232,7 @@ class DetectorVerifier:
 
         from ..generation.loading import ModelLoadError, pick_device
 
-        source = Path(self.model).expanduser()
-        name = str(source) if source.exists() else str(self.model)
-        if not source.exists() and (str(self.model).startswith((".", "/", "~")) or str(self.model).count("/") > 1):
-            raise ModelLoadError(f"the detector folder {str(self.model)!r} does not exist; {_DOWNLOAD_HINT}")
+        name = self.source()
         try:
             processor = AutoProcessor.from_pretrained(name)
             detector = AutoModelForZeroShotObjectDetection.from_pretrained(name)
@@ -273,16 +282,14 @@ class DetectorVerifier:
                 outputs, inputs["input_ids"], threshold=self.threshold, text_threshold=self.text_threshold,
                 target_sizes=[(height, width)])
             labels = [_closest_query(str(label), queries) for label in result["text_labels"]]
-            size = (width, height)
         else:  # OWLv2 pads the picture to a square before it looks: boxes are in the padded square
             side = max(width, height)
             (result,) = self._processor.post_process_grounded_object_detection(
                 outputs, threshold=self.threshold, target_sizes=[(side, side)], text_labels=[queries])
             labels = [str(label) for label in result["text_labels"]]
-            size = (width, height)
-        found = []
+        found = []  # boxes in pixels (OWLv2: of the padded square, whose top-left is the picture's)
         for label, score, box in zip(labels, result["scores"].tolist(), result["boxes"].tolist()):
-            clipped = _clip_box(box, *size)
+            clipped = _clip_box(box, width, height)
             if clipped is not None and label:
                 found.append(Found(label, clipped, float(score)))
         return found
