@@ -35,8 +35,8 @@ def kinds(verdict):
 
 # ----------------------------------------------------------------------------------------------- matching
 def test_every_region_with_its_object_in_its_box_passes():
-    verdict = match_regions(TWO, [found("blue square", (0.6, 0.2, 0.9, 0.4)), found("Red circle.", (0.1, 0.2, 0.4, 0.4))],
-                            ["red circle", "blue square"])
+    objects = [found("blue square", (0.6, 0.2, 0.9, 0.4)), found("Red circle.", (0.1, 0.2, 0.4, 0.4))]
+    verdict = match_regions(TWO, objects, ["red circle", "blue square"])
     assert verdict.passed and verdict.problems == () and verdict.describe() == "passed"
     assert [f.region for f in verdict.found] == ["r2", "r1"]
 

@@ -16,7 +16,8 @@ from scenecraft.planning.backends import make_backend, supports_images
 from scenecraft.scene import Box, Region, Scene
 
 SCENE = Scene(prompt="a red circle and a blue square", width=64, height=64,
-              regions=[Region("a red circle", Box(0.05, 0.1, 0.45, 0.5)), Region("a blue square", Box(0.55, 0.1, 0.95, 0.5))])
+              regions=[Region("a red circle", Box(0.05, 0.1, 0.45, 0.5)),
+                       Region("a blue square", Box(0.55, 0.1, 0.95, 0.5))])
 PICTURE = np.zeros((64, 64, 3), np.uint8)
 PICTURE[10:30, 5:25] = (220, 0, 0)
 GOOD = json.dumps({"objects": [

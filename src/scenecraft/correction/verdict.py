@@ -29,7 +29,8 @@ from typing import Any
 from ..scene import Scene
 from ..scene.edits import region_rect
 
-__all__ = ["MAX_ROUNDS", "PROBLEM_KINDS", "Found", "Problem", "Verdict", "match_regions", "normalise_label", "check_rect"]
+__all__ = ["MAX_ROUNDS", "PROBLEM_KINDS", "Found", "Problem", "Verdict", "match_regions", "normalise_label",
+           "check_rect"]
 
 #: The most rounds of self-correction one call may run.
 MAX_ROUNDS = 10
@@ -201,7 +202,8 @@ def match_regions(scene: Scene, found: Sequence[Found], expected: Sequence[str |
     for r, k in _pairs(rects, wants, found):
         owner[k] = r
         if not _inside(found[k].center, rects[r], place_tolerance):
-            problems.append(Problem("place", scene.regions[r].id, found[k].box, found[k].label, scene.regions[r].prompt))
+            region = scene.regions[r]
+            problems.append(Problem("place", region.id, found[k].box, found[k].label, region.prompt))
     paired = set(owner.values())
     for r, region in enumerate(scene.regions):
         if r in paired:

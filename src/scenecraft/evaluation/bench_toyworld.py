@@ -414,5 +414,7 @@ def _ratio_note(report: SelfCorrectReport, loop_calls: float, budget: float) -> 
             f"accuracy with at most 1/{budget:g} of its calls) {verdict}; ")
     needed = report.calls_to_reach(target)
     if needed is None:
-        return line + f"best-of-N never reaches {100 * target:.1f}% in its pictures (ratio < {loop_calls / max(spent, 1e-9):.2f})"
-    return line + f"loop calls / best-of-N calls to reach it = {loop_calls:.1f} / {needed:.1f} = {loop_calls / max(needed, 1e-9):.2f}"
+        bound = loop_calls / max(spent, 1e-9)
+        return line + f"best-of-N never reaches {100 * target:.1f}% in its pictures (ratio < {bound:.2f})"
+    ratio = loop_calls / max(needed, 1e-9)
+    return line + f"loop calls / best-of-N calls to reach it = {loop_calls:.1f} / {needed:.1f} = {ratio:.2f}"

@@ -227,7 +227,8 @@ class GeminiBackend:
 
     def complete_with_image(self, messages: list[dict[str, Any]], image: bytes, *, max_tokens: int,
                             media_type: str = "image/png") -> str:
-        """``complete`` with ``image`` (encoded bytes) before the last user message's text, as an ``inline_data`` part."""
+        """``complete`` with ``image`` (encoded bytes) before the last user message's text, as an ``inline_data``
+        part."""
         parts = [{"inline_data": {"mime_type": _media_type(media_type), "data": _b64(image)}}]
         return self.complete(_with_image(messages, parts, lambda text: {"text": text}), schema=None,
                              max_tokens=max_tokens)

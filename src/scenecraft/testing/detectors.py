@@ -30,7 +30,8 @@ def _image_processor(name: str, **kwargs):
 
 
 def save_tiny_owlv2(path: str | Path, seed: int = 0) -> Path:
-    """Save a tiny random ``Owlv2ForObjectDetection`` (64 px, patches of 16: 16 boxes) with its processor to ``path``."""
+    """Save a tiny random ``Owlv2ForObjectDetection`` (64 px, patches of 16: 16 boxes) and its processor to
+    ``path``."""
     import torch
     from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2Processor
 
