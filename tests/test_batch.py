@@ -274,12 +274,13 @@ def test_a_signal_mid_denoising_stops_cleanly_and_a_rerun_finishes(pipe, tmp_pat
         if p.finished == 1 and p.step == 1:
             signal.raise_signal(signum)
 
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(BatchInterrupted) as stopped:
         batch(pipe, file, out, progress=progress)
     summary = stopped.value.summary
     assert stopped.value.signum == signum and summary.interrupted and (summary.done, summary.pending) == (1, 2)
     assert len(pngs(out)) == 1 and leftovers(out) == [] and len(read_manifest(out / "manifest.jsonl")) == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
     assert batch(pipe, file, out).done == 2
 
 

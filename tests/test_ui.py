@@ -377,7 +377,9 @@ def test_scenecraft_ui_serves_the_page_on_loopback_and_stops_on_ctrl_c(tmp_path)
     env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-c", "from scenecraft.cli import main; main()", "ui", "--port", str(port),
                "--out-dir", str(tmp_path / "out")]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    # Ctrl+C must reach the server even when this run was started with SIGINT ignored (nohup, some CI shells).
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         deadline = time.monotonic() + 90
