@@ -27,8 +27,8 @@ def oracle(scene) -> np.ndarray:
         colour, shape = region.prompt.split()[-2:]
         x0, y0, x1, y1 = scene.region_rect(region)
         side = int(0.7 * min((x1 - x0) * scene.width, (y1 - y0) * scene.height))
-        left = int(round((x0 + x1) / 2 * scene.width - side / 2))
-        top = int(round((y0 + y1) / 2 * scene.height - side / 2))
+        left = round((x0 + x1) / 2 * scene.width - side / 2)
+        top = round((y0 + y1) / 2 * scene.height - side / 2)
         objects.append(ShapeObject(colour, shape, (left, top, left + side, top + side)))
     return draw(objects, image_size=scene.width)
 

@@ -46,9 +46,9 @@ from ..toyworld.captions import phrase
 from ..toyworld.render import COLORS, SHAPES
 from ..toyworld.score import Detected, matches_exactly, score_image
 
-__all__ = ["EditCase", "EditBenchRow", "run_edit_benchmark", "toy_edit_cases", "instruction_edit_cases",
-           "case_from_plan", "expected_objects", "format_edit_table", "edit_report", "edit_contact_sheet",
-           "INSTRUCTION_OPERATIONS", "INSTRUCTION_FORMS", "TARGETS", "KEPT_TOLERANCE_PX"]
+__all__ = ["INSTRUCTION_FORMS", "INSTRUCTION_OPERATIONS", "KEPT_TOLERANCE_PX", "TARGETS", "EditBenchRow", "EditCase",
+           "case_from_plan", "edit_contact_sheet", "edit_report", "expected_objects", "format_edit_table",
+           "instruction_edit_cases", "run_edit_benchmark", "toy_edit_cases"]
 
 KEPT_TOLERANCE_PX = 3.0
 #: ``(colour, shape)``, ``(colour, shape, (x0, y0, x1, y1) in fractions)`` or ``(colour, shape, box, scale)``.
@@ -537,11 +537,12 @@ def _line(row: EditBenchRow) -> str:
 def format_edit_table(rows: Sequence[EditBenchRow]) -> str:
     """The report as text: the targets, then per method one line per operation and one for all of them
     ("all", the last line), each targeted figure with its mark (pass / MISS)."""
-    lines = [f"targets: applied >= {TARGETS['applied']:.0%}, kept {TARGETS['kept']:.0%}, mean change outside the "
-             f"mask <= {TARGETS['outside_mean']:g}/255 (the picture returned; the blending alone shown against it "
-             "too); changes in /255, boxes: LMD boxes reused/regenerated",
-             f"{'operation':<10} {'method':<15} {'edits':>5} {'applied':>10} {'kept':>10} {'exact':>6} "
-             f"{'out mean':>11} {'max':>5} {'blend mean':>11} {'max':>5} {'s/edit':>7} {'boxes':>9}"]
+    targets = (f"targets: applied >= {TARGETS['applied']:.0%}, kept {TARGETS['kept']:.0%}, mean change outside the "
+               f"mask <= {TARGETS['outside_mean']:g}/255 (the picture returned; the blending alone shown against it "
+               "too); changes in /255, boxes: LMD boxes reused/regenerated")
+    header = (f"{'operation':<10} {'method':<15} {'edits':>5} {'applied':>10} {'kept':>10} {'exact':>6} "
+              f"{'out mean':>11} {'max':>5} {'blend mean':>11} {'max':>5} {'s/edit':>7} {'boxes':>9}")
+    lines = [targets, header]
     for method, group in _by_method(rows).items():
         lines += [_line(row) for row in group]
         lines.append(_line(_total(group, method)))
