@@ -235,3 +235,20 @@ def test_llm_verifier_needs_a_backend_that_takes_images():
 
     with pytest.raises(VerifierError, match="local:/models/tiny does not accept images; .* openai:MODEL"):
         LLMVerifier(TextOnly())
+
+
+def test_split_cells_are_drawn_as_inset_boxes_so_neighbours_do_not_touch():
+    from scenecraft.correction.loop import inset_cells
+
+    split = Scene.from_split("two red circles", "1,1", ["a red circle", "a red circle"], width=64, height=64)
+    boxed = inset_cells(split, 0.1)
+    assert boxed.split is None and [r.prompt for r in boxed.regions] == ["a red circle"] * 2
+    for cell, box in zip(split.regions, boxed.regions):
+        x0, y0, x1, y1 = split.region_rect(cell)
+        w, h = x1 - x0, y1 - y0
+        assert box.geometry.as_list() == pytest.approx([x0 + w / 10, y0 + h / 10, x1 - w / 10, y1 - h / 10])
+    left, right = (r.geometry for r in boxed.regions)
+    assert left.x1 < right.x0  # a gap where the cells touched
+    assert inset_cells(TWO, 0.1) is TWO
+    with pytest.raises(ValueError, match="cell_inset must be a share of a cell's side in \\[0, 0.4\\], got 0.5"):
+        inset_cells(split, 0.5)

@@ -40,14 +40,14 @@ from ..generation.layout import BoxCache
 from ..generation.methods import get_method, make_config
 from ..generation.result import GenerationResult
 from ..generation.sampling import SamplingConfig, step_hooks
-from ..scene import Scene
+from ..scene import Box, Scene
 from ..scene.edits import region_rect
 from .counting import DenoiserCount, count_denoiser_calls
 from .verdict import MAX_ROUNDS, Problem, Verdict
 from .verifiers import Verifier
 
 __all__ = ["MAX_ROUNDS", "CorrectionPlan", "CorrectionRound", "CorrectionResult", "plan_correction", "self_correct",
-           "round_seed"]
+           "round_seed", "inset_cells"]
 
 Rect = tuple[float, float, float, float]
 _MAX_ID = 64
@@ -250,6 +250,7 @@ def self_correct(
     dilate: int = 1,
     margin: float = 0.03,
     fresh_noise: bool = True,
+    cell_inset: float = 0.1,
     on_round: Callable[[CorrectionRound], None] | None = None,
 ) -> CorrectionResult:
     """Correct ``first``, a picture of ``scene``, until ``verifier`` passes it or ``rounds`` rounds have run.
@@ -273,6 +274,9 @@ def self_correct(
         margin: how far the mask reaches past a found object's box (default 0.03 of the canvas).
         fresh_noise: start each round's image pass from new noise inside the mask (default ``True``: without it a
             method with no per-box seeds redraws the same thing there).
+        cell_inset: with a per-box corrector (LMD), a split scene's cells are drawn as boxes inset by this share of
+            the cell's side on every edge (default 0.1): cells touch, and objects filling neighbouring cells would
+            touch too (two red circles side by side read as one); the verifier still judges by the cells.
         on_round: called with each :class:`CorrectionRound` once it is verified.
 
     Returns:
@@ -280,6 +284,7 @@ def self_correct(
     """
     rounds = _check_rounds(rounds)
     scene = scene.with_ids()
+    inset_cells(scene, cell_inset)  # the knob checked at the door
     image, current = _first_picture(first)
     correct_with = correct_with or getattr(first, "method", None)
     if correct_with is None:
@@ -296,6 +301,7 @@ def self_correct(
         if verdict.passed:
             break
         plan = plan_correction(scene, verdict, index, render_ids=render_ids, margin=margin)
+        target = inset_cells(plan.scene, cell_inset) if box_cache is not None else plan.scene
         start = time.perf_counter()
         with ExitStack() as stack:
             count = stack.enter_context(count_denoiser_calls(pipe))
@@ -303,7 +309,7 @@ def self_correct(
                 noise = _FreshNoise(latent_edit_mask(plan.mask, pipe.vae_scale_factor, dilate=dilate),
                                     round_seed(seed, index), pipe.scheduler.init_noise_sigma)
                 stack.enter_context(step_hooks(before_step=noise.before_step))
-            edited = render_edit(pipe, plan.scene, config, method=correct_with, original=current,
+            edited = render_edit(pipe, target, config, method=correct_with, original=current,
                                  edit_mask=plan.mask, seed=seed, dilate=dilate, box_cache=box_cache)
         after = verifier.verify(edited.images[0], scene)
         kept = len(after.problems) <= len(verdict.problems)
@@ -313,7 +319,7 @@ def self_correct(
         output.cost = output.cost + done.cost
         if kept:
             current, verdict, render_ids = edited, after, plan.render_ids
-            output.result, output.verdict, output.render_scene = edited, after, plan.scene
+            output.result, output.verdict, output.render_scene = edited, after, target
         if on_round is not None:
             on_round(done)
     if isinstance(output.result, GenerationResult):
@@ -329,3 +335,18 @@ def _box_cache(chosen, first: Any, correct_with: str) -> BoxCache | None:
         return first.box_cache
     return BoxCache()
 
+
+
+def inset_cells(scene: Scene, inset: float) -> Scene:
+    """A split scene's cells as boxes inset by ``inset`` (a share of the cell's side, in [0, 0.4]) on every edge;
+    any other scene as it is."""
+    if isinstance(inset, bool) or not isinstance(inset, (int, float)) or not 0 <= inset <= 0.4:
+        raise ValueError(f"cell_inset must be a share of a cell's side in [0, 0.4], got {inset!r}")
+    if scene.split is None:
+        return scene
+    regions = []
+    for region in scene.regions:
+        x0, y0, x1, y1 = region_rect(scene, region)
+        dx, dy = inset * (x1 - x0), inset * (y1 - y0)
+        regions.append(replace(region, geometry=Box(x0 + dx, y0 + dy, x1 - dx, y1 - dy)))
+    return replace(scene, regions=tuple(regions), split=None)
