@@ -265,3 +265,18 @@ def test_unknown_methods_and_operations_are_clear_errors(option, value, named):
     result = runner.invoke(app, ["bench", "edit", option, value])
     assert result.exit_code == 2
     assert named in result.output and "available:" in result.output
+
+
+def test_kept_counts_the_objects_clear_of_the_mask_found_where_they_were():
+    from scenecraft.evaluation.bench_edit import _kept
+    from scenecraft.toyworld.score import Detected
+
+    def thing(x0, colour="red"):
+        return Detected(colour, "square", (x0, 10, x0 + 8, 18), (x0 + 4.0, 14.0), 64, 1.0)
+
+    mask = np.zeros((64, 64), dtype=np.float32)
+    mask[:, 30:40] = 1
+    before = [thing(2), thing(20), thing(22), thing(50)]  # the third ends at pixel 29, beside the mask: not counted
+    assert _kept(before, before, mask) == (3, 3)
+    moved = [thing(2), thing(24), thing(50, "blue")]  # one moved by 4 px, one recoloured
+    assert _kept(before, moved, mask) == (1, 3)

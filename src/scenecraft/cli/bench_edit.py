@@ -16,7 +16,7 @@ from .errors import UserError, check_output_path, printable
 #: The methods run by default: the three the README's edit figures compare.
 DEFAULT_METHODS = ("layout", "regional", "multidiffusion")
 #: Seeds and steps by default and with ``--quick``.
-DEFAULT_SEEDS, QUICK_SEEDS = 12, 1
+DEFAULT_SEEDS, QUICK_SEEDS = 24, 1
 DEFAULT_STEPS, QUICK_STEPS = 20, 10
 #: Spelled out here so that ``--help`` needs no torch; a test checks it is the suite's list.
 OPERATIONS_HELP = "recolour, reshape, remove, add, move, resize, swap, set_count, undo"

@@ -10,8 +10,8 @@ re-rendered over it (:func:`~scenecraft.generation.editing.render_edit`), and th
   or shrunk past the midpoint between no change and that scale (its side, from its area, against the
   original's object of that colour and shape nearest the box); an undo (``EditCase.undoes``) is applied
   when the picture is the one before the undone edit, bit for bit;
-- **kept**: of the original's objects that lie wholly outside the mask, the share found again in the
-  edited picture (same colour and shape, centre within ``KEPT_TOLERANCE_PX``);
+- **kept**: of the original's objects that lie wholly outside the mask and do not touch it, the share found
+  again in the edited picture (same colour and shape, centre within ``KEPT_TOLERANCE_PX``);
 - **exact**: the whole edited picture holds exactly the expected multiset (which also needs the
   original to have been right outside the mask);
 - **outside change**: the mean and max absolute change of the colour values where the mask is 0, in
@@ -198,11 +198,18 @@ def _inside(center: tuple[float, float], box: Sequence[float], width: int, heigh
 
 
 def _kept(before: Sequence[Detected], after: Sequence[Detected], mask: np.ndarray) -> tuple[int, int]:
-    """``(found again, total)`` over the original's objects wholly outside the mask."""
-    outside = [d for d in before if not mask[d.bbox[1]:d.bbox[3], d.bbox[0]:d.bbox[2]].any()]
+    """``(found again, total)`` over the original's objects wholly outside the mask and not touching it (the
+    scorer's connected components join an object to one drawn against it across the mask's border)."""
+    outside = [d for d in before if not _touches(mask, d.bbox)]
     found = sum(any(o.color == d.color and o.shape == d.shape and _distance(o.center, d.center) <= KEPT_TOLERANCE_PX
                     for o in after) for d in outside)
     return found, len(outside)
+
+
+def _touches(mask: np.ndarray, bbox: tuple[int, int, int, int]) -> bool:
+    """Whether ``mask`` is nonzero on ``bbox`` (pixels, end-exclusive) or on a pixel beside it."""
+    x0, y0, x1, y1 = bbox
+    return bool(mask[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1].any())
 
 
 def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
