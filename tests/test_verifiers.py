@@ -151,11 +151,11 @@ def test_a_correction_plan_redraws_wrong_regions_under_round_ids_and_clears_stra
     assert later.render_ids == {"r1": "r1.fix1", "r2": "r2.fix2"}
 
 
-def test_a_stray_inside_a_regions_box_redraws_that_region_and_a_grown_box_stays_on_the_canvas():
+def test_a_stray_redraws_the_region_holding_it_and_its_twin_and_a_grown_box_stays_on_the_canvas():
     verdict = match_regions(TWO, [found("red circle", (0.1, 0.2, 0.4, 0.4)), found("blue square", (0.6, 0.2, 0.9, 0.4)),
                                   found("red circle", (0.9, 0.4, 1.0, 0.5))], ["red circle", "blue square"])
-    plan = plan_correction(TWO, verdict, 3, margin=0.05)
-    assert plan.regenerate == ("r2",) and plan.clear == (pytest.approx((0.85, 0.35, 1.0, 0.55)),)
+    plan = plan_correction(TWO, verdict, 3, margin=0.05)  # r2 holds it, r1's circle is its nearest twin
+    assert plan.regenerate == ("r2", "r1") and plan.clear == (pytest.approx((0.85, 0.35, 1.0, 0.55)),)
 
 
 def test_round_seeds_differ_per_round_and_are_the_same_everywhere():

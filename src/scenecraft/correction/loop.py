@@ -8,7 +8,8 @@ One round:
    **place**;
 2. :func:`plan_correction` turns them into a target scene and an edit mask: a missing region, a wrong one and a
    misplaced one are redrawn (their boxes in the mask, the misplaced or wrong object's box too, so it is
-   cleared), a stray object's box is cleared to background (and a region whose box holds its centre is redrawn);
+   cleared), a stray object's box is cleared to background (and redrawn: a region whose box holds its centre, and
+   the region whose object of the stray's label lies nearest, as the stray is most often its duplicate);
    a redrawn region is renamed for the round (``"r2.fix1"``) so that LMD draws it from a fresh per-box seed;
 3. :func:`~scenecraft.generation.editing.render_edit` re-renders the target over the current picture with the
    picture's seed: outside the mask the picture stays as it was (masked latent blending, paste-back), and
@@ -43,7 +44,7 @@ from ..generation.sampling import SamplingConfig, step_hooks
 from ..scene import Box, Scene
 from ..scene.edits import region_rect
 from .counting import DenoiserCount, count_denoiser_calls
-from .verdict import MAX_ROUNDS, Problem, Verdict
+from .verdict import MAX_ROUNDS, Problem, Verdict, normalise_label
 from .verifiers import Verifier
 
 __all__ = ["MAX_ROUNDS", "CorrectionPlan", "CorrectionRound", "CorrectionResult", "plan_correction", "self_correct",
@@ -98,6 +99,18 @@ def _where(scene: Scene, problem: Problem) -> list[str]:
     return inside
 
 
+def _twin(verdict: Verdict, problem: Problem) -> list[str]:
+    """The region whose object, of the stray's label, lies nearest the stray (a stray is most often a duplicate:
+    LMD's per-box mask reaching past its box, RPG drawing an object twice): it is redrawn too."""
+    label = normalise_label(problem.label or "")
+    x, y = (problem.box[0] + problem.box[2]) / 2, (problem.box[1] + problem.box[3]) / 2
+    twins = [f for f in verdict.found if f.region is not None and normalise_label(f.label) == label]
+    if not twins:
+        return []
+    nearest = min(twins, key=lambda f: (f.center[0] - x) ** 2 + (f.center[1] - y) ** 2)
+    return [nearest.region]
+
+
 def plan_correction(scene: Scene, verdict: Verdict, index: int, *, render_ids: dict[str, str] | None = None,
                     margin: float = 0.03) -> CorrectionPlan:
     """Round ``index``'s target scene and edit mask for ``verdict`` on a picture of ``scene`` (see the module
@@ -112,7 +125,7 @@ def plan_correction(scene: Scene, verdict: Verdict, index: int, *, render_ids: d
     for problem in verdict.problems:
         if problem.kind == "extra":
             clear.append(_grown(problem.box, margin))
-            redraw += _where(scene, problem)
+            redraw += _where(scene, problem) + _twin(verdict, problem)
         else:
             redraw.append(problem.region)
             if problem.box is not None:
