@@ -283,6 +283,82 @@ def test_render_edit_takes_the_originals_box_cache_along(sd_pipe):
     assert removed.box_cache is original.box_cache and (removed.box_hits, removed.box_misses) == (1, 0)
 
 
+def _resized(box, scale):
+    cx, cy, half_w, half_h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
+    return (cx - half_w * scale, cy - half_h * scale, cx + half_w * scale, cy + half_h * scale)
+
+
+def _drawn_at_width(cache, width, phrase="a dog"):
+    """The one entry of ``phrase`` (in its key's prompt) whose drawn box (the key's last item) is ``width`` wide."""
+    found = [entry for key, entry in cache.entries.items()
+             if phrase in key[-3] and abs(key[-1][2] - key[-1][0] - width) < 1e-6]
+    assert len(found) == 1
+    return found[0]
+
+
+def _dog_at(box):
+    return Scene(prompt="a cat and a dog", width=64, height=64,
+                 regions=[Region("a cat", Box(*LEFT)), Region("a dog", Box(*box))])
+
+
+def test_a_moved_box_reuses_its_pass_and_draws_what_a_fresh_render_draws(sd_pipe):
+    config = tiny_config("layout", seed=3)
+    cache = BoxCache()
+    generate_layout(sd_pipe, two(), config, box_cache=cache)
+    moved = _dog_at((0.5, 0.2, 0.9, 0.7))  # the same size, elsewhere: the pass is drawn in the same centred box
+    rows, handle = _count_unet_rows(sd_pipe)
+    try:
+        reused = generate_layout(sd_pipe, moved, config, box_cache=cache)
+        with_reuse = sum(rows)
+        rows.clear()
+        fresh = generate_layout(sd_pipe, moved, config)
+    finally:
+        handle.remove()
+    assert cache.counts() == (2, 2) and cache.rescaled == 0 and with_reuse < sum(rows)
+    np.testing.assert_array_equal(reused.images[0], fresh.images[0])
+
+
+def test_a_resized_box_takes_its_drawing_rescaled_from_the_first_drawing_and_undoes_exactly(sd_pipe):
+    config = tiny_config("layout", seed=3)
+    smaller, bigger = _dog_at(_resized(RIGHT, 0.6)), _dog_at(_resized(RIGHT, 1.2))
+    cache = BoxCache()
+    first = generate_layout(sd_pipe, two(), config, box_cache=cache)
+    rows, handle = _count_unet_rows(sd_pipe)
+    try:
+        generate_layout(sd_pipe, two(right="a bird"), config, box_cache=cache)  # one per-box pass runs: the bird's
+        one_box = sum(rows)
+        rows.clear()
+        shrunk = generate_layout(sd_pipe, smaller, config, box_cache=cache)
+        assert sum(rows) < one_box  # no per-box pass: the dog's drawing is rescaled, the cat's reused
+    finally:
+        handle.remove()
+    assert cache.counts() == (3, 3) and cache.rescaled == 1
+    drawn, small = _drawn_at_width(cache, 0.4), _drawn_at_width(cache, 0.24)  # the dog's, by its box's width
+    assert 0 < int(small.mask.sum()) < int(drawn.mask.sum()) and drawn.hold is None
+    assert bool((small.hold | ~small.mask).all()) and small.hold.sum() > small.mask.sum()  # its bounding box held
+    generate_layout(sd_pipe, bigger, config, box_cache=cache)  # from the first drawing, not from the shrunk one
+    direct = BoxCache()
+    generate_layout(sd_pipe, two(), config, box_cache=direct)
+    generate_layout(sd_pipe, bigger, config, box_cache=direct)
+    big, big_direct = _drawn_at_width(cache, 0.48), _drawn_at_width(direct, 0.48)
+    assert torch.equal(big.trajectory, big_direct.trajectory) and torch.equal(big.mask, big_direct.mask)
+    again = generate_layout(sd_pipe, smaller, config, box_cache=cache)  # kept under its size: the same picture
+    np.testing.assert_array_equal(again.images[0], shrunk.images[0])
+    undone = generate_layout(sd_pipe, two(), config, box_cache=cache)  # back to the drawn size: the drawing itself
+    np.testing.assert_array_equal(undone.images[0], first.images[0])
+    assert cache.rescaled == 2
+
+
+def test_without_rescale_resized_a_resized_box_is_drawn_again(sd_pipe):
+    config = tiny_config("layout", seed=3, rescale_resized=False)
+    cache = BoxCache()
+    generate_layout(sd_pipe, two(), config, box_cache=cache)
+    redrawn = generate_layout(sd_pipe, _dog_at(_resized(RIGHT, 0.6)), config, box_cache=cache)
+    assert cache.counts() == (1, 3) and cache.rescaled == 0
+    fresh = generate_layout(sd_pipe, _dog_at(_resized(RIGHT, 0.6)), config)  # both boxes in one batch: not bitwise
+    np.testing.assert_allclose(redrawn.images[0], fresh.images[0], atol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------- mistakes
 @pytest.mark.parametrize("mask, message", [
     (np.ones((32, 64)), r"shape \(height, width\) = \(64, 64\), got \(32, 64\)"),
@@ -457,3 +533,28 @@ def test_edits_from_the_scene_layer_render_with_their_diffs_mask_and_reuse_the_k
     assert (recoloured.box_hits, recoloured.box_misses) == (1, 1)
     assert [(d.color, d.shape) for d in in_box(found(recoloured.images[0]), RIGHT)] == [("green", "square")]
     assert pixel_change(original.images[0], recoloured.images[0], mask.astype(np.float32))["outside_max"] == 0
+
+
+def test_a_shrunk_box_on_the_toy_model_is_the_same_object_smaller_noised_to_every_steps_level(toy, toy_original):
+    """The toy model's DPM-Solver keeps a begin index, which a careless ``add_noise`` would noise every step with."""
+    from scenecraft.scene import ResizeRegion, apply_edits
+
+    config, original = toy_config(toy, "layout"), toy_original
+    edit = apply_edits(toy_scene(), [ResizeRegion("r2", scale=0.7)])
+    mask = edit.diff.edit_mask(64, 64)
+    rescaled_before = original.box_cache.rescaled
+    shrunk = render_edit(toy, edit.scene, config, method="layout", original=original, edit_mask=mask, seed=0)
+    assert (shrunk.box_hits, shrunk.box_misses) == (2, 0) and original.box_cache.rescaled == rescaled_before + 1
+    before = in_box(found(original.images[0]), RIGHT)
+    g = edit.scene.regions[1].geometry
+    after = in_box(found(shrunk.images[0]), (g.x0, g.y0, g.x1, g.y1))
+    assert [(d.color, d.shape) for d in after] == [("blue", "square")] and len(found(shrunk.images[0])) == 2
+    assert 0.25 < after[0].area / before[0].area < 0.8  # asked 0.49; 0.40 here
+    entry = _drawn_at_width(original.box_cache, round(0.4 * 0.7, 9), "a blue square")
+    noiser = type(toy.scheduler).from_config(toy.scheduler.config)
+    noiser.set_timesteps(TOY_STEPS)
+    clean, noise = entry.trajectory[-1], entry.trajectory[0] / noiser.init_noise_sigma
+    for i in range(1, TOY_STEPS):
+        level = float(noiser.alphas_cumprod[noiser.timesteps[i]])
+        expected = clean * level ** 0.5 + noise * (1 - level) ** 0.5
+        torch.testing.assert_close(entry.trajectory[i], expected, atol=1e-4, rtol=1e-4)

@@ -199,6 +199,8 @@ def test_per_region_and_scene_negative_prompts_are_used(sd_pipe):
 
 @pytest.mark.parametrize("knob, value, message", [
     ("frozen_step_ratio", 1.5, "frozen_step_ratio must lie in"),
+    ("rescaled_hold_ratio", -0.1, "rescaled_hold_ratio must lie in"),
+    ("rescale_resized", "yes", "rescale_resized must be true or false"),
     ("mask_source", "magic", "mask_source must be one of"),
     ("mask_source", "sam", "needs sam_model"),
     ("max_iter", (), "max_iter must be"),

@@ -94,6 +94,14 @@ class LayoutConfig(SamplingConfig):
         fast_frozen_step_ratio: the frozen share in fast mode, at most (0.2); the mask's attention is then
             averaged over the per-box steps that run (from ``mask_aggregation_start`` or earlier).
         fast_guided_steps: guided steps of 50 in fast mode (5).
+        rescale_resized: with a :class:`BoxCache`, a box whose region (the same id, prompt and negative
+            prompt) the cache holds drawn at another size takes that drawing scaled to its new size (the same
+            object, bigger or smaller) instead of a new one (True). Needs per-box passes that run every step
+            (not ``fast``, unless ``mask_source="sam"``); otherwise the box is drawn again.
+        rescaled_hold_ratio: share of the final pass's first steps in which a rescaled box's latents are held,
+            over its mask's bounding box (the object and the background around it) (0.8). Held only for the
+            frozen steps, a shrunk object is grown back (or doubled) by the free steps towards the size the
+            model would draw; held longer, it keeps its new size and the last steps blend it in.
     """
 
     num_inference_steps: int = 50
@@ -126,11 +134,13 @@ class LayoutConfig(SamplingConfig):
     fast: bool = False
     fast_frozen_step_ratio: float = 0.2
     fast_guided_steps: int = 5
+    rescale_resized: bool = True
+    rescaled_hold_ratio: float = 0.8
 
     def check(self) -> None:
         super().check()
         for name in ("frozen_step_ratio", "fast_frozen_step_ratio", "fg_top_p", "bg_top_p", "fg_blending_ratio",
-                     "mask_threshold", "floor_padding"):
+                     "mask_threshold", "floor_padding", "rescaled_hold_ratio"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
@@ -141,7 +151,7 @@ class LayoutConfig(SamplingConfig):
         if (not isinstance(self.max_iter, (tuple, list)) or not self.max_iter
                 or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in self.max_iter)):
             raise ValueError(f"max_iter must be a non-empty sequence of integers >= 0, got {self.max_iter!r}")
-        for name in ("center_boxes", "align_with_boxes", "fast"):
+        for name in ("center_boxes", "align_with_boxes", "fast", "rescale_resized"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("guidance_layers", "mask_layers"):
@@ -206,9 +216,18 @@ def _region_box(scene: Scene, index: int) -> tuple[float, float, float, float]:
     return (cols.min().item() / 64, rows.min().item() / 64, (cols.max().item() + 1) / 64, (rows.max().item() + 1) / 64)
 
 
+def _drawn_boxes(config: LayoutConfig, items: list[BoxItem]) -> list[tuple[float, float, float, float]]:
+    """Where each per-box pass draws its object: its box, or (``center_boxes``) the box centred."""
+    return [centered_box(item.box, config.floor_padding) if config.center_boxes else tuple(item.box) for item in items]
+
+
 def centered_box(box: Sequence[float], floor_padding: float) -> tuple[float, float, float, float]:
-    """LMD's per-box placement: the same size, centred horizontally, bottom at ``1 - floor_padding``."""
-    width, height = box[2] - box[0], box[3] - box[1]
+    """LMD's per-box placement: the same size, centred horizontally, bottom at ``1 - floor_padding``.
+
+    The size is rounded to 1e-9, so a box moved by adding an offset to its sides (which can change its
+    width in the last bit) is drawn in the same box, and reuses its pass from a :class:`BoxCache`.
+    """
+    width, height = round(box[2] - box[0], 9), round(box[3] - box[1], 9)
     bottom = 1 - floor_padding
     return (0.5 - width / 2, max(bottom - height, 0.0), 0.5 + width / 2, bottom)
 
@@ -611,9 +630,11 @@ class _Run:
 
 @dataclass
 class _BoxPasses:
-    trajectories: list[torch.Tensor]  # per box: (steps + 1, C, H, W), placed at its box
+    trajectories: list[torch.Tensor]  # per box: (steps + 1, C, H, W), where drawn or placed at its box
     masks: list[torch.Tensor]  # per box: (H, W) bool on the latent grid
     references: list[list[dict[str, torch.Tensor]]]  # per box, per step: layer -> (heads, pixels) word attention
+    holds: list[torch.Tensor] | None = None  # per box: (H, W) bool, where the final pass takes its latents (masks)
+    hold_steps: list[int | None] | None = None  # per box: for how many first steps (None: the frozen steps)
 
 
 def _box_seed(seed: int, identity: Hashable) -> int:
@@ -699,7 +720,8 @@ def _gligen_kwargs(run: _Run, phrases: list[list[str]], boxes: list[list[Sequenc
 
 def _box_passes(run: _Run, items: list[BoxItem], background: torch.Tensor, seed: int,
                 rows: Sequence[int] | None = None) -> _BoxPasses:
-    """Every box's single-object generation, batched; their trajectories, masks and attention.
+    """Every box's single-object generation, batched; their trajectories, masks and attention, where drawn
+    (:func:`_drawn_boxes`; :func:`_placed` moves them to their boxes).
 
     ``rows`` (default: all) picks the boxes to run; the others' prompts still set the padded text length.
     """
@@ -708,7 +730,7 @@ def _box_passes(run: _Run, items: list[BoxItem], background: torch.Tensor, seed:
     if rows is not None:
         text, items = _text_rows(text, rows), [items[k] for k in rows]
     rows = range(len(items)) if rows is None else rows
-    boxes = [centered_box(item.box, config.floor_padding) if config.center_boxes else item.box for item in items]
+    boxes = _drawn_boxes(config, items)
     tokens = [_box_prompt(tokenizer, run.scene.background_prompt, item.phrase)[1] for item in items]
     # Each box's own generator draws its noise, then any noise its scheduler steps take (ancestral samplers).
     identities = _region_identities(run.scene)
@@ -739,7 +761,7 @@ def _box_passes(run: _Run, items: list[BoxItem], background: torch.Tensor, seed:
                              on_step=run.on_step, image_pass=False)
     stacked = torch.stack(trajectory)  # (steps + 1, K, C, H, W)
     masks = _masks(run, recorder, final, boxes)
-    return _placed(run, items, boxes, [stacked[:, k] for k in range(len(items))], masks, recorder.references)
+    return _BoxPasses([stacked[:, k] for k in range(len(items))], masks, recorder.references)
 
 
 class _Recorder:
@@ -808,24 +830,85 @@ def _sam_mask(run: _Run, latents: torch.Tensor, attention: torch.Tensor) -> torc
     return torch.as_tensor(refiner.refine(image, attention.cpu().numpy(), run.latent))
 
 
-def _placed(run: _Run, items, boxes, trajectories, masks, references) -> _BoxPasses:
-    """Move each per-box object from where it was drawn to its box (LMD's ``align_with_bboxes``)."""
-    for k, item in enumerate(items):
-        source = _mask_center(masks[k].float().cpu()) if run.config.align_with_boxes else _box_center(boxes[k])
+def _placed(run: _Run, items: list[BoxItem], passes: _BoxPasses) -> _BoxPasses:
+    """Move each per-box object from where it was drawn to its box (LMD's ``align_with_bboxes``); new tensors,
+    so cached passes stay as they are."""
+    trajectories, masks, references = list(passes.trajectories), list(passes.masks), list(passes.references)
+    holds = list(passes.holds) if passes.holds is not None else list(masks)
+    for k, (item, drawn) in enumerate(zip(items, _drawn_boxes(run.config, items))):
+        source = _mask_center(masks[k].float().cpu()) if run.config.align_with_boxes else _box_center(drawn)
         target = _box_center(item.box)
         dx, dy = target[0] - source[0], target[1] - source[1]
         if dx == 0 and dy == 0:
             continue
         trajectories[k] = _shift(trajectories[k], dx, dy)
         masks[k] = _shift(masks[k].float(), dx, dy) > 0.5
+        holds[k] = _shift(holds[k].float(), dx, dy) > 0.5
         references[k] = [{layer: _shift_map(run.capture, m, dx, dy) for layer, m in step.items()} for step in references[k]]
-    return _BoxPasses(trajectories, masks, references)
+    return _BoxPasses(trajectories, masks, references, holds, passes.hold_steps)
 
 
 def _shift_map(capture: AttentionCapture, attention: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
     """Shift a ``(heads, pixels)`` attention map on its layer's grid."""
     grid = capture.grid(attention.shape[-1])
     return _shift(attention.reshape(attention.shape[0], *grid), dx, dy).reshape(attention.shape)
+
+
+def _scaled(tensor: torch.Tensor, centre: tuple[float, float], sx: float, sy: float,
+            to: tuple[float, float] | None = None) -> torch.Tensor:
+    """Scale the last two (spatial) dims by ``sx``, ``sy`` about ``centre`` (fractions), bilinearly, the centre
+    landing on ``to`` (default: where it was); zeros where nothing maps."""
+    shape, to = tensor.shape, centre if to is None else to
+    x = tensor.reshape(1, -1, *shape[-2:]).float()
+    (cx, cy), (tx, ty) = ((2 * a - 1, 2 * b - 1) for a, b in (centre, to))
+    theta = torch.tensor([[[1 / sx, 0, cx - tx / sx], [0, 1 / sy, cy - ty / sy]]], device=x.device)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(shape).to(tensor.dtype)
+
+
+def _scaled_map(capture: AttentionCapture, attention: torch.Tensor, *args) -> torch.Tensor:
+    """:func:`_scaled` on a ``(heads, pixels)`` attention map, on its layer's grid."""
+    grid = capture.grid(attention.shape[-1])
+    return _scaled(attention.reshape(attention.shape[0], *grid), *args).reshape(attention.shape)
+
+
+def _rescaled_pass(run: _Run, source: BoxPass, old: Sequence[float], new: Sequence[float], background: torch.Tensor,
+                   seed: int, identity: Hashable) -> BoxPass | None:
+    """A per-box pass drawn in box ``old``, scaled to box ``new``: the same object at the new size.
+
+    The finished object's latents and mask are scaled about the mask's centre, which moves as far as the box's
+    centre does (nowhere, after the move to the box, with ``align_with_boxes``); the trajectory is those latents
+    noised to every step's level with the noise a pass drawn in ``new`` would start from (as
+    ``scheduler.add_noise`` does), so the final pass's frozen steps see a consistent sample. The final pass
+    holds the mask's bounding box (grown by a cell) for ``rescaled_hold_ratio`` of its steps. ``None`` when the
+    scaled mask is empty (the object shrank below one latent cell).
+    """
+    sx, sy = (new[2] - new[0]) / (old[2] - old[0]), (new[3] - new[1]) / (old[3] - old[1])
+    centre = _mask_center(source.mask.float().cpu())
+    (ox, oy), (nx, ny) = _box_center(old), _box_center(new)
+    warp = (centre, sx, sy, (centre[0] + nx - ox, centre[1] + ny - oy))
+    mask = _scaled(source.mask.float(), *warp) > 0.5
+    if not mask.any():
+        return None
+    scheduler, steps = run.pipe.scheduler, run.schedule.steps
+    generator = image_generators(_box_seed(seed, identity), 1)[0]
+    own = prepare_latents(run.pipe, [generator], *run.latent, background.dtype)
+    noise = _blend(background, own, box_mask(new, *run.latent, device=background.device, dtype=background.dtype),
+                   run.config.fg_blending_ratio)
+    clean = _scaled(source.trajectory[-1], *warp)[None]
+    # A fresh copy, with no begin index: schedulers that keep one (DPM-Solver, Euler) noise every call to the
+    # level of that index, whatever the timestep asked.
+    noiser = type(scheduler).from_config(scheduler.config)
+    noiser.set_timesteps(steps, device=run.pipe._execution_device)
+    timesteps = noiser.timesteps
+    unit = noise / noiser.init_noise_sigma
+    levels = [noiser.add_noise(clean, unit, timesteps[i:i + 1]) for i in range(1, steps)]
+    trajectory = torch.cat([noise, *levels, clean]).to(source.trajectory.dtype)
+    references = [{layer: _scaled_map(run.capture, m, *warp) for layer, m in step.items()}
+                  for step in source.references]
+    hold = _bounding_box_mask(mask).bool().to(source.mask.device)
+    return BoxPass(trajectory, mask.to(source.mask.device), references, hold,
+                   int(steps * run.config.rescaled_hold_ratio))
 
 
 def _final_pass(run: _Run, items: list[BoxItem], passes: _BoxPasses | None, background: torch.Tensor,
@@ -838,8 +921,11 @@ def _final_pass(run: _Run, items: list[BoxItem], passes: _BoxPasses | None, back
                                                                           config.extra_negative_prompt), phrase_texts)
     text = conditioning(run.pipe, slots.cond, slots.uncond, slots.pooled, slots.negative_pooled, scene.height, scene.width)
     phrases = _phrases(items, positions)
-    composed, owner = compose_latents(background[0], passes.trajectories, passes.masks)
-    frozen = (owner > 0).to(background.dtype)
+    holds = passes.masks if passes.holds is None else passes.holds
+    composed, owner = compose_latents(background[0], passes.trajectories, holds)
+    held_for = torch.zeros(owner.shape, dtype=torch.long, device=owner.device)  # steps each cell stays frozen
+    for k, steps in enumerate(passes.hold_steps or [None] * len(holds)):
+        held_for[owner == k + 1] = schedule.frozen if steps is None else steps
     references = passes.references if config.ref_ca_loss_weight > 0 else None
     denoiser_kwargs, guidance_kwargs = _gligen_kwargs(run, [[i.phrase for i in items]], [[i.box for i in items]],
                                                       config.guidance_scale > 1)
@@ -848,7 +934,8 @@ def _final_pass(run: _Run, items: list[BoxItem], passes: _BoxPasses | None, back
                    schedule.iterations, config.loss_scale, config.loss_threshold, guidance_kwargs)
 
     def freeze(index, t, latents):
-        if index < schedule.frozen:
+        frozen = (held_for > index).to(latents.dtype)
+        if frozen.any():
             return composed[index + 1] * frozen + latents * (1 - frozen)
         return None
 
@@ -863,17 +950,24 @@ def _final_pass(run: _Run, items: list[BoxItem], passes: _BoxPasses | None, back
 
 @dataclass(frozen=True)
 class BoxPass:
-    """One box's per-box generation, placed at its box.
+    """One box's per-box generation, where it was drawn (before it is moved to its box).
 
     Attributes:
         trajectory: ``(steps + 1, C, H, W)`` latents, its noise first.
         mask: ``(H, W)`` bool object mask on the latent grid.
         references: per guided step, layer name -> ``(heads, pixels)`` attention of its phrase's word.
+        hold: ``(H, W)`` bool: where the final pass takes this pass's latents, and ``hold_steps`` its first
+            steps it does (``None``: ``mask``, for the config's frozen steps). A rescaled drawing holds its
+            mask's bounding box, object and the background around it, so the final pass does not grow the
+            object back to the size the model would draw.
+        hold_steps: see ``hold`` (``None``: the config's frozen steps).
     """
 
     trajectory: torch.Tensor
     mask: torch.Tensor
     references: list[dict[str, torch.Tensor]]
+    hold: torch.Tensor | None = None
+    hold_steps: int | None = None
 
 
 class BoxCache:
@@ -883,13 +977,18 @@ class BoxCache:
     dtype, device, scheduler and its config), every knob of the config but ``seed`` / ``num_images`` /
     ``output_type`` / ``tiled_decode``, the canvas size, the image's seed, the box's own seed (from
     its region's id, see ``_region_identities``), its prompt (with the scene's background
-    prompt), negative prompt, box, and the padded length of the per-box text. Entries are the tensors
-    the first call computed (on the pipeline's device), so a reused box is bit for bit the same. The least
+    prompt), negative prompt, the box it is drawn in (with ``center_boxes``, LMD's default, that is the box's
+    size: a moved box reuses its pass, moved), and the padded length of the per-box text. Entries are the
+    tensors the first call computed (on the pipeline's device), so a reused box is bit for bit the same. A
+    box whose region the cache holds drawn at another size (everything else the same) takes that drawing
+    rescaled when ``LayoutConfig.rescale_resized`` is set (see :func:`_rescaled_pass`); it counts as reused,
+    and is kept under its own size, so drawing the same scene again gives the same picture. The least
     recently used entries go first once ``max_entries`` (default 32) are kept: an entry holds a box's latents
     at every step, about 3 MB for SD 1.5 at 512 px and 50 steps, 13 MB for SDXL at 1024 px.
 
     Attributes:
-        hits, misses: boxes found / computed over the cache's life (:meth:`counts` to read both).
+        hits, misses: boxes found (or rescaled) / computed over the cache's life (:meth:`counts` to read both).
+        rescaled: boxes of ``hits`` that were a drawing at another size, rescaled.
     """
 
     def __init__(self, max_entries: int = 32) -> None:
@@ -897,7 +996,8 @@ class BoxCache:
             raise ValueError(f"max_entries must be a whole number >= 1, got {max_entries!r}")
         self.max_entries = max_entries
         self.entries: OrderedDict[tuple, BoxPass] = OrderedDict()
-        self.hits = self.misses = 0
+        self.drawn: dict[tuple, tuple] = {}  # a key without its box -> the key of the last pass drawn (not rescaled)
+        self.hits = self.misses = self.rescaled = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -915,11 +1015,25 @@ class BoxCache:
         self.entries.move_to_end(key)
         return entry
 
-    def put(self, key: tuple, entry: BoxPass) -> None:
+    def drawn_elsewhere(self, key: tuple) -> tuple[tuple, BoxPass] | None:
+        """The last pass drawn for ``key``'s region in another box: ``(its key, the pass)``, or ``None``."""
+        other = self.drawn.get(key[:-1])
+        if other is None or other == key or other not in self.entries:
+            return None
+        return other, self.entries[other]
+
+    def put(self, key: tuple, entry: BoxPass, *, rescaled: bool = False) -> None:
+        """Keep ``entry`` under ``key``; ``rescaled``: it was made from another entry (the miss becomes a hit)."""
         self.entries[key] = entry
         self.entries.move_to_end(key)
+        if rescaled:
+            self.misses, self.hits, self.rescaled = self.misses - 1, self.hits + 1, self.rescaled + 1
+        else:
+            self.drawn[key[:-1]] = key
         while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+            old, _ = self.entries.popitem(last=False)
+            if self.drawn.get(old[:-1]) == old:
+                del self.drawn[old[:-1]]
 
 
 def _model_key(pipe) -> tuple:
@@ -935,20 +1049,25 @@ def _config_key(config: LayoutConfig) -> str:
 
 
 def _box_keys(run: _Run, items: list[BoxItem], seed: int, text_length: int) -> list[tuple]:
+    """Each box's cache key; the drawn box comes last (:meth:`BoxCache.drawn_elsewhere` drops it)."""
     shared = (_model_key(run.pipe), _config_key(run.config), run.scene.width, run.scene.height, seed, text_length)
     identities = _region_identities(run.scene)
     return [shared + (_box_seed(seed, identities[k]),
                       _box_prompt(run.pipe.tokenizer, run.scene.background_prompt, item.phrase)[0],
-                      item.negative_prompt, tuple(item.box)) for k, item in enumerate(items)]
+                      item.negative_prompt, tuple(drawn))
+            for k, (item, drawn) in enumerate(zip(items, _drawn_boxes(run.config, items)))]
 
 
 def _cached_box_passes(run: _Run, items: list[BoxItem], background: torch.Tensor, seed: int) -> _BoxPasses:
-    """:func:`_box_passes` for the boxes ``run.box_cache`` lacks; the others' passes taken from it."""
+    """:func:`_box_passes` for the boxes ``run.box_cache`` lacks (or can rescale), the others' taken from it;
+    every pass placed at its box."""
     cache = run.box_cache
     if cache is None:
-        return _box_passes(run, items, background, seed)
+        return _placed(run, items, _box_passes(run, items, background, seed))
     keys = _box_keys(run, items, seed, _box_text(run, items).cond.shape[1])
     found = [cache.get(key) for key in keys]
+    if run.config.rescale_resized and run.schedule.box_steps == run.schedule.steps:
+        _rescale_from_cache(run, keys, found, background, seed)
     missing = [k for k, entry in enumerate(found) if entry is None]
     if missing:
         fresh = _box_passes(run, items, background, seed, rows=missing)
@@ -958,7 +1077,25 @@ def _cached_box_passes(run: _Run, items: list[BoxItem], background: torch.Tensor
     elif run.on_step is not None:  # the skipped passes still count on the progress bar
         for _ in range(run.schedule.box_steps):
             run.on_step(0, 0)
-    return _BoxPasses([e.trajectory for e in found], [e.mask for e in found], [e.references for e in found])
+    unplaced = _BoxPasses([e.trajectory for e in found], [e.mask for e in found], [e.references for e in found],
+                          [e.mask if e.hold is None else e.hold for e in found], [e.hold_steps for e in found])
+    return _placed(run, items, unplaced)
+
+
+def _rescale_from_cache(run: _Run, keys: list[tuple], found: list[BoxPass | None], background: torch.Tensor,
+                        seed: int) -> None:
+    """Fill ``found``'s gaps with passes the cache holds at another size, rescaled (``rescale_resized``)."""
+    identities = _region_identities(run.scene)
+    for k, key in enumerate(keys):
+        if found[k] is not None:
+            continue
+        other = run.box_cache.drawn_elsewhere(key)
+        if other is None:
+            continue
+        entry = _rescaled_pass(run, other[1], other[0][-1], key[-1], background, seed, identities[k])
+        if entry is not None:
+            found[k] = entry
+            run.box_cache.put(key, entry, rescaled=True)
 
 
 # ----------------------------------------------------------------------------------------------
