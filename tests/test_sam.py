@@ -251,3 +251,14 @@ def test_a_missing_sam_folder_says_to_download_the_weights(tmp_path) -> None:
     assert missing in str(info.value)
     with pytest.raises(ModelLoadError, match="could not load the SAM model .*SAM weights must be downloaded"):
         SamMaskRefiner(str(tmp_path))  # a folder, but no weights in it
+
+
+def test_box_prompts_give_one_mask_per_box_at_the_pictures_size():
+    refiner = SamMaskRefiner(tiny_model(), tiny_processor())
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    masks = refiner.box_masks(image, [(2, 3, 30, 40), (35.5, 1, 63, 20)])
+    assert masks.shape == (2, 48, 64) and masks.dtype == bool
+    assert refiner.box_masks(image, []).shape == (0, 48, 64)
+    for bad in ((5, 5, 5, 9), (0, 0, float("nan"), 9)):
+        with pytest.raises(ValueError, match="a SAM box must be finite"):
+            refiner.box_masks(image, [bad])

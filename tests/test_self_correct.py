@@ -202,6 +202,10 @@ def test_generate_self_correct_prints_rounds_and_records_them(tmp_path):
     (["--self-correct", "1", "--verifier", "llm:local:/m"], "does not accept images"),
     (["--self-correct", "1", "--verifier", "owlv2:./no-such-folder"], "folder './no-such-folder' does not exist"),
     (["--self-correct", "1", "--control", __file__, "--controlnet", "x"], "--self-correct does not take --control"),
+    (["--sam", "./sam"], "--sam is a setting of self-correction"),
+    (["--self-correct", "1", "--sam", "./sam"], "--sam segments a detector's boxes"),
+    (["--self-correct", "1", "--verifier", f"owlv2:{__file__}", "--sam", "./no-such-sam"],
+     "the SAM folder './no-such-sam' does not exist"),
 ])
 def test_generate_self_correct_mistakes_are_clear_errors(args, message):
     from scenecraft.cli.app import app

@@ -158,6 +158,27 @@ def test_a_stray_redraws_the_region_holding_it_and_its_twin_and_a_grown_box_stay
     assert plan.regenerate == ("r2", "r1") and plan.clear == (pytest.approx((0.85, 0.35, 1.0, 0.55)),)
 
 
+def test_a_segmented_object_is_cleared_by_its_pixels_grown_by_the_margin_not_by_its_box():
+    stray_box = (0.05, 0.55, 0.95, 0.95)  # a detector's loose box over the bottom half
+    pixels = np.zeros((64, 64), bool)
+    pixels[40:46, 10:16] = True  # what SAM says the object is
+    verdict = match_regions(TWO, [found("red circle", (0.1, 0.2, 0.4, 0.4)), found("blue square", (0.6, 0.2, 0.9, 0.4)),
+                                  Found("yellow triangle", stray_box, 1.0, mask=pixels)], ["red circle", "blue square"])
+    assert verdict.problems[0].kind == "extra" and verdict.problems[0].mask is pixels
+    plan = plan_correction(TWO, verdict, 1, margin=2 / 64)
+    assert plan.clear == (pytest.approx((0.05 - 2 / 64, 0.55 - 2 / 64, 0.95 + 2 / 64, 0.95 + 2 / 64)),)
+    assert plan.mask[38:48, 8:18].all() and plan.mask[37, 10] == 0 and plan.mask[40, 19] == 0  # 2 px around it
+    assert plan.mask[60, 60] == 0 and plan.mask[50, 40] == 0  # the rest of the loose box stays
+    boxed = plan_correction(TWO, match_regions(TWO, [found("red circle", (0.1, 0.2, 0.4, 0.4)),
+                                                     found("blue square", (0.6, 0.2, 0.9, 0.4)),
+                                                     found("yellow triangle", stray_box)],
+                                               ["red circle", "blue square"]), 1, margin=2 / 64)
+    assert boxed.mask[60, 60] == 1 and boxed.mask[50, 40] == 1  # without pixels: the whole box
+    wrong_size = Found("yellow triangle", stray_box, 1.0, mask=np.ones((32, 32), bool))
+    fallback = plan_correction(TWO, match_regions(TWO, [wrong_size], ["red circle", "blue square"]), 1, margin=0)
+    assert fallback.mask[60, 60] == 1  # a mask of another size is not used: the box is
+
+
 def test_round_seeds_differ_per_round_and_are_the_same_everywhere():
     assert round_seed(7, 1) == round_seed(7, 1) != round_seed(7, 2) != round_seed(8, 2)
     assert 0 <= round_seed(2**32 - 1, 10) < 2**32
@@ -213,6 +234,24 @@ def test_detectors_load_through_from_pretrained_and_give_a_verdict(detector_fold
     strict = make_verifier(f"{kind}:{detector_folders[kind]}", device="cpu", threshold=1.0)
     assert strict.verify(good, TWO).found == () and [p.kind for p in strict.verify(good, TWO).problems] == [
         "missing", "missing"]
+
+
+def test_a_detector_with_sam_gives_each_object_its_pixels_and_the_plan_uses_them(detector_folders, tmp_path):
+    from scenecraft.testing import save_tiny_sam
+
+    sam = save_tiny_sam(tmp_path / "sam")
+    good = picture(("red", "circle", (6, 10, 24, 28)), ("blue", "square", (40, 10, 58, 28)))
+    plain = make_verifier(f"owlv2:{detector_folders['owlv2']}", device="cpu", threshold=0.0)
+    segmenting = make_verifier(f"owlv2:{detector_folders['owlv2']}", device="cpu", threshold=0.0, sam_model=str(sam))
+    boxes, segmented = plain.verify(good, TWO), segmenting.verify(good, TWO)
+    assert segmented == boxes  # the same objects and problems: masks are extra, not compared
+    assert all(item.mask is None for item in boxes.found)
+    assert all(item.mask.shape == (64, 64) and item.mask.dtype == bool for item in segmented.found)
+    assert all(p.mask is not None for p in segmented.problems if p.box is not None)
+    plan = plan_correction(TWO, segmented, 1, margin=0.0)
+    assert plan.mask.shape == (64, 64) and set(np.unique(plan.mask)) <= {0.0, 1.0}
+    with pytest.raises(VerifierError, match="sam_model must be a SAM folder or hub id"):
+        DetectorVerifier(detector_folders["owlv2"], sam_model="  ")
 
 
 def test_a_detector_of_the_other_kind_or_no_detector_is_a_load_error(detector_folders, tmp_path):

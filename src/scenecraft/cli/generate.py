@@ -142,6 +142,7 @@ def generate(
     self_correct: Annotated[int, typer.Option("--self-correct", help=f"Rounds of self-correction (SLD), 0..{MAX_ROUNDS}: verify the picture against its scene, redraw what is wrong, repeat until it passes (default 0: none).")] = 0,
     verifier: Annotated[str, typer.Option(help="With --self-correct: toy (the toy world's exact scorer; toy scenes only), owlv2:PATH, grounding-dino:PATH, detector:PATH (a folder or hub id) or llm:KIND:MODEL[@URL] (a backend that takes images).")] = "toy",
     correct_with: Annotated[Optional[str], typer.Option(help="With --self-correct: the method that renders the corrections (default layout: LMD redraws a region in its box; 'same': --method).")] = None,
+    sam: Annotated[Optional[str], typer.Option(help="With a detector --verifier: a SAM folder or hub id; each object found is segmented (SAM prompted with its box) and the loop clears its pixels, not its whole box.")] = None,
 ) -> None:
     """Generate an image from a prompt, a split with region prompts, or a scene file."""
     from ..generation import load_pipeline
@@ -157,7 +158,7 @@ def generate(
         Scene.from_json(_read_text(scene_file, "--scene"), limits=limits)
     if llm and not (scene_file or region):
         check_folder(default_cache_dir(), "the plan cache")
-    corrector = check_self_correct_flags(self_correct, verifier, correct_with, method, control)
+    corrector = check_self_correct_flags(self_correct, verifier, correct_with, method, control, sam)
     control_picture = check_control_flags(control, controlnet, control_scale, method)
     masks = read_masks(mask or [], region or [], limits)
     quiet_libraries()
@@ -193,15 +194,17 @@ def generate(
 
 
 
-def check_self_correct_flags(rounds: int, verifier: str, correct_with: str | None, method: str, control: Path | None):
+def check_self_correct_flags(rounds: int, verifier: str, correct_with: str | None, method: str, control: Path | None,
+                             sam: str | None = None):
     """Refuse, before any model loads, --self-correct out of 0..10, a verifier spec that names nothing known, a
-    --correct-with or --method that cannot re-render inside a mask, and --control with --self-correct. Returns
-    ``(verifier spec, correcting method)``, or ``None`` without --self-correct."""
+    --correct-with or --method that cannot re-render inside a mask, --control with --self-correct, and --sam
+    without a detector (or naming a folder that does not exist). Returns ``(verifier spec, correcting method, SAM
+    model or None)``, or ``None`` without --self-correct."""
     if not 0 <= rounds <= MAX_ROUNDS:
         raise UserError(f"--self-correct must be a number of rounds in 0..{MAX_ROUNDS}, got {rounds}")
     if rounds == 0:
-        if verifier != "toy" or correct_with is not None:
-            given = "--verifier" if verifier != "toy" else "--correct-with"
+        if verifier != "toy" or correct_with is not None or sam is not None:
+            given = "--verifier" if verifier != "toy" else "--correct-with" if correct_with is not None else "--sam"
             raise UserError(f"{given} is a setting of self-correction: give --self-correct R (1..{MAX_ROUNDS}) too")
         return None
     if control is not None:
@@ -212,6 +215,13 @@ def check_self_correct_flags(rounds: int, verifier: str, correct_with: str | Non
     checked = make_verifier(verifier)  # a spec that names nothing known fails here (nothing is loaded yet)
     if isinstance(checked, DetectorVerifier):
         checked.source()  # a detector folder that does not exist, too
+    if sam is not None:
+        if not isinstance(checked, DetectorVerifier):
+            raise UserError(f"--sam segments a detector's boxes: give --verifier owlv2:PATH, grounding-dino:PATH or "
+                            f"detector:PATH too (got --verifier {verifier})")
+        if sam.startswith((".", "/", "~")) and not Path(sam).expanduser().exists():
+            raise UserError(f"--sam: the SAM folder {sam!r} does not exist (download one first, e.g. "
+                            "`hf download facebook/sam-vit-base --local-dir ./sam-vit-base`)")
     from ..generation.methods import METHODS, get_method
 
     fixer = method if correct_with == "same" else (correct_with or "layout")
@@ -220,10 +230,10 @@ def check_self_correct_flags(rounds: int, verifier: str, correct_with: str | Non
         if not get_method(name).blending:
             raise UserError(f"{option} {name} cannot re-render inside a mask, which self-correction needs; "
                             f"methods that can: {takers}")
-    return verifier, fixer
+    return verifier, fixer, sam
 
 
-def correct_all(pipe, scene: Scene, config, method: str, model: str, corrector: tuple[str, str], rounds: int,
+def correct_all(pipe, scene: Scene, config, method: str, model: str, corrector: tuple[str, str, str | None], rounds: int,
                 device: str | None, settings: list[str]):
     """Draw every image with ``render_scene`` (the pixels ``generate`` draws) and run the self-correction loop on
     each, printing a line per round. Returns ``[(first result, CorrectionResult), ...]``."""
@@ -232,8 +242,8 @@ def correct_all(pipe, scene: Scene, config, method: str, model: str, corrector: 
     from ..generation.editing import render_scene
     from ..generation.result import resolve_seed
 
-    spec, fixer = corrector
-    verifier = make_verifier(spec, device=device)
+    spec, fixer, sam = corrector
+    verifier = make_verifier(spec, device=device, **({} if sam is None else {"sam_model": sam}))
     seed = resolve_seed(config.seed, config.num_images)
     out = []
     for index in range(config.num_images):

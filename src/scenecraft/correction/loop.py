@@ -8,7 +8,7 @@ One round:
    **place**;
 2. :func:`plan_correction` turns them into a target scene and an edit mask: a missing region, a wrong one and a
    misplaced one are redrawn (their boxes in the mask, the misplaced or wrong object's box too, so it is
-   cleared), a stray object's box is cleared to background (and redrawn: a region whose box holds its centre, and
+   cleared; its SAM mask instead when the verifier segments), a stray object's box is cleared to background (and redrawn: a region whose box holds its centre, and
    the region whose object of the stray's label lies nearest, as the stray is most often its duplicate);
    a redrawn region is renamed for the round (``"r2.fix1"``) so that LMD draws it from a fresh per-box seed;
 3. :func:`~scenecraft.generation.editing.render_edit` re-renders the target over the current picture with the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..generation.editing import EditableResult, boxes_mask, latent_edit_mask, render_edit
 from ..generation.layout import BoxCache
@@ -77,6 +79,23 @@ def _grown(box: Rect, margin: float) -> Rect:
     return (max(box[0] - margin, 0.0), max(box[1] - margin, 0.0), min(box[2] + margin, 1.0), min(box[3] + margin, 1.0))
 
 
+def _object_mask(problem: Problem, height: int, width: int, margin: float) -> np.ndarray | None:
+    """The problem's object pixels (a segmenting verifier's), grown by ``margin`` of the canvas; ``None`` without a
+    usable mask (none, another size, empty), when its box is used instead."""
+    mask = problem.mask
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (height, width) or not mask.any():
+        return None
+    radius = math.ceil(margin * max(height, width))
+    if radius == 0:
+        return mask.astype(np.float32)
+    grown = F.max_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], 2 * radius + 1, stride=1,
+                         padding=radius)
+    return grown[0, 0].numpy()
+
+
 def _round_id(region_id: str, index: int, taken: set[str]) -> str:
     suffix = f".fix{index}"
     name = region_id[:_MAX_ID - len(suffix)] + suffix
@@ -116,29 +135,35 @@ def plan_correction(scene: Scene, verdict: Verdict, index: int, *, render_ids: d
     """Round ``index``'s target scene and edit mask for ``verdict`` on a picture of ``scene`` (see the module
     docstring). ``render_ids``: the ids the regions were last rendered under (default: their own); ``margin``:
     how far (a fraction of the canvas) the mask reaches past a found object's box (default 0.03: a generated
-    object's blurred edge lies outside the box a detector draws)."""
+    object's blurred edge lies outside the box a detector draws). Where the verifier gives a found object's
+    pixels (a detector with SAM, :attr:`Problem.mask`), those pixels grown by ``margin`` are cleared instead of its
+    box, so a stray object's box does not take the neighbours it overlaps with it."""
     scene = scene.with_ids()
     render_ids = dict(render_ids or {})
     redraw: list[str] = []
     boxes: list[Rect] = []
     clear: list[Rect] = []
+    pixels: list[np.ndarray] = []  # found objects' own masks, where the verifier segments
     for problem in verdict.problems:
+        found = None if problem.box is None else _object_mask(problem, scene.height, scene.width, margin)
         if problem.kind == "extra":
             clear.append(_grown(problem.box, margin))
             redraw += _where(scene, problem) + _twin(verdict, problem)
         else:
             redraw.append(problem.region)
-            if problem.box is not None:
-                boxes.append(_grown(problem.box, margin))
+        if found is not None:
+            pixels.append(found)
+        elif problem.box is not None:
+            boxes.append(_grown(problem.box, margin))
     redraw = [i for i in dict.fromkeys(redraw) if i is not None]
     by_id = {region.id: region for region in scene.regions}
-    boxes += [region_rect(scene, by_id[i]) for i in redraw] + clear
+    boxes += [region_rect(scene, by_id[i]) for i in redraw]
     taken = set(render_ids.values()) | set(by_id)
     for region_id in redraw:
         render_ids[region_id] = _round_id(region_id, index, taken)
         taken.add(render_ids[region_id])
     regions = tuple(replace(r, id=render_ids.get(r.id, r.id)) for r in scene.regions)
-    mask = boxes_mask(boxes, scene.height, scene.width)
+    mask = np.maximum.reduce([boxes_mask(boxes, scene.height, scene.width), *pixels])
     return CorrectionPlan(replace(scene, regions=regions), mask, tuple(redraw), tuple(clear),
                           {r.id: render_ids.get(r.id, r.id) for r in scene.regions})
 

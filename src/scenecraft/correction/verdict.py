@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..scene import Scene
@@ -79,12 +79,15 @@ class Found:
         box: ``(x0, y0, x1, y1)`` in fractions of the canvas.
         score: the verifier's confidence in [0, 1] (1 for the exact toy scorer).
         region: the id of the region it was matched to, ``None`` before matching or for a stray object.
+        mask: the object's pixels, a bool ``(height, width)`` array at the picture's size, where the verifier
+            segments (a detector with SAM); ``None`` otherwise. Not compared, not serialised.
     """
 
     label: str
     box: Rect
     score: float = 1.0
     region: str | None = None
+    mask: Any = field(default=None, compare=False, repr=False)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -107,6 +110,7 @@ class Problem:
         box: where the object found lies (``None`` for ``missing``), fractions of the canvas.
         label: what was found there (``None`` for ``missing``).
         expected: what the region asks for (its prompt), ``None`` for ``extra``.
+        mask: the found object's pixels when the verifier segments (see :attr:`Found.mask`), else ``None``.
     """
 
     kind: str
@@ -114,6 +118,7 @@ class Problem:
     box: Rect | None = None
     label: str | None = None
     expected: str | None = None
+    mask: Any = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         where = "" if self.box is None else " at [" + ", ".join(f"{v:.2f}" for v in self.box) + "]"
@@ -203,7 +208,7 @@ def match_regions(scene: Scene, found: Sequence[Found], expected: Sequence[str |
         owner[k] = r
         if not _inside(found[k].center, rects[r], place_tolerance):
             region = scene.regions[r]
-            problems.append(Problem("place", region.id, found[k].box, found[k].label, region.prompt))
+            problems.append(Problem("place", region.id, found[k].box, found[k].label, region.prompt, found[k].mask))
     paired = set(owner.values())
     for r, region in enumerate(scene.regions):
         if r in paired:
@@ -212,11 +217,13 @@ def match_regions(scene: Scene, found: Sequence[Found], expected: Sequence[str |
         if inside:
             k = min(inside, key=lambda k: _distance(found[k].center, rects[r]))
             owner[k] = r
-            problems.append(Problem("attribute", region.id, found[k].box, found[k].label, region.prompt))
+            problems.append(Problem("attribute", region.id, found[k].box, found[k].label, region.prompt,
+                                    found[k].mask))
         else:
             problems.append(Problem("missing", region.id, expected=region.prompt))
-    problems += [Problem("extra", None, item.box, item.label) for k, item in enumerate(found) if k not in owner]
-    matched = tuple(Found(item.label, item.box, item.score, scene.regions[owner[k]].id if k in owner else None)
-                    for k, item in enumerate(found))
+    problems += [Problem("extra", None, item.box, item.label, mask=item.mask)
+                 for k, item in enumerate(found) if k not in owner]
+    matched = tuple(Found(item.label, item.box, item.score, scene.regions[owner[k]].id if k in owner else None,
+                          item.mask) for k, item in enumerate(found))
     order = {kind: index for index, kind in enumerate(PROBLEM_KINDS)}
     return Verdict(matched, tuple(sorted(problems, key=lambda p: order[p.kind])), verifier)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -187,8 +187,11 @@ class DetectorVerifier:
         extra_queries: more labels to look for besides the regions' prompts (default none), e.g. the objects a
             negative prompt excludes, or other colours of the same object to tell a wrong colour.
         device: a torch device (default: the best available, as for pipelines).
+        sam_model: a SAM folder or hub id (``facebook/sam-vit-base``; default ``None``: boxes only). Each object
+            found is then segmented by SAM prompted with its box (:attr:`Found.mask`), and the correction loop
+            clears its pixels rather than its whole box.
 
-    Each region expects its own prompt as the label. The model is loaded on the first ``verify``.
+    Each region expects its own prompt as the label. The models are loaded on the first ``verify``.
     """
 
     model: str | Path
@@ -199,9 +202,11 @@ class DetectorVerifier:
     place_tolerance: float = 0.05
     extra_queries: tuple[str, ...] = ()
     device: str | None = None
+    sam_model: str | Path | None = None
     name: str = "detector"
     _detector: Any = field(default=None, init=False, repr=False)
     _processor: Any = field(default=None, init=False, repr=False)
+    _sam: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in ("owlv2", "grounding-dino"):
@@ -211,6 +216,8 @@ class DetectorVerifier:
         if isinstance(self.extra_queries, str) or not all(isinstance(q, str) and q.strip()
                                                           for q in self.extra_queries):
             raise VerifierError("extra_queries must be a list of non-empty labels")
+        if self.sam_model is not None and (not isinstance(self.sam_model, (str, Path)) or not str(self.sam_model).strip()):
+            raise VerifierError(f"sam_model must be a SAM folder or hub id, got {self.sam_model!r}")
 
     def source(self) -> str:
         """The folder or hub id ``from_pretrained`` is given; a folder named that does not exist is a ModelLoadError
@@ -294,8 +301,23 @@ class DetectorVerifier:
                 found.append(Found(label, clipped, float(score)))
         return found
 
+    def segment(self, image: Any, found: list[Found]) -> list[Found]:
+        """``found`` with each object's SAM mask (prompted with its box), when ``sam_model`` is set."""
+        if self.sam_model is None or not found:
+            return found
+        from ..generation.loading import pick_device
+        from ..generation.sam import SamMaskRefiner
+
+        if self._sam is None:
+            self._sam = SamMaskRefiner(str(self.sam_model), device=pick_device(self.device))
+        pixels = rgb_array(image)
+        height, width = pixels.shape[:2]
+        boxes = [(b[0] * width, b[1] * height, b[2] * width, b[3] * height) for b in (item.box for item in found)]
+        masks = self._sam.box_masks(pixels, boxes)
+        return [replace(item, mask=mask) for item, mask in zip(found, masks)]
+
     def verify(self, image: Any, scene: Scene) -> Verdict:
-        found = self.find(image, self.queries(scene))
+        found = self.segment(image, self.find(image, self.queries(scene)))
         return match_regions(scene, found, [r.prompt for r in scene.regions], verifier=f"{self.name}:{self.kind}",
                              place_tolerance=self.place_tolerance)
 

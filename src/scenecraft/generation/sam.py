@@ -340,5 +340,30 @@ class SamMaskRefiner:
         )
         return masks[0][0].numpy(), outputs.iou_scores[0, 0].float().cpu().numpy()
 
+    @torch.no_grad()
+    def box_masks(self, image: Image.Image | np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
+        """SAM's mask of the object in each ``(x0, y0, x1, y1)`` pixel box (a detector's): bool ``(K, H, W)`` at the
+        image's size, one per box (SAM's single-mask answer, the one it recommends for a box prompt)."""
+        pixels = _as_rgb(image)
+        height, width = pixels.shape[:2]
+        if not boxes:
+            return np.zeros((0, height, width), dtype=bool)
+        checked = []
+        for box in boxes:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (x0 < x1 and y0 < y1):
+                raise ValueError(f"a SAM box must be finite (x0, y0, x1, y1) pixels with x0 < x1, y0 < y1, got {box!r}")
+            checked.append([x0, y0, x1, y1])
+        inputs = self.processor(images=pixels, input_boxes=[checked], return_tensors="pt")
+        outputs = self.model(
+            pixel_values=self._to_model(inputs["pixel_values"]),
+            input_boxes=self._to_model(inputs["input_boxes"]),
+            multimask_output=False,
+        )
+        masks = self.processor.image_processor.post_process_masks(
+            outputs.pred_masks.float().cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
+        )
+        return masks[0][:, 0].numpy().astype(bool)
+
     def _to_model(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device=self.model.device, dtype=self.model.dtype)

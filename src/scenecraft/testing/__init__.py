@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .detectors import save_tiny_grounding_dino, save_tiny_owlv2
+from .detectors import save_tiny_grounding_dino, save_tiny_owlv2, save_tiny_sam
 from .mmdit import save_tiny_flux, save_tiny_sd3, t5_tokenizer, tiny_flux_pipeline, tiny_sd3_pipeline
 from .single_file import save_tiny_single_file
 
 __all__ = ["clip_tokenizer_path", "load_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline",
            "tiny_gligen_pipeline", "tiny_controlnet", "save_tiny_pipeline", "save_tiny_controlnet",
            "save_tiny_single_file", "t5_tokenizer", "tiny_sd3_pipeline", "tiny_flux_pipeline", "save_tiny_sd3",
-           "save_tiny_flux", "save_tiny_owlv2", "save_tiny_grounding_dino"]
+           "save_tiny_flux", "save_tiny_owlv2", "save_tiny_grounding_dino", "save_tiny_sam"]
 
 # The class GLIGEN checkpoints on the hub (masterful/gligen-1-4-generation-text-box, longlian/lmd_plus) name in
 # their model_index.json.

@@ -6,14 +6,15 @@ the model (random weights from ``seed``, a few layers of width 32 or less), its 
 not resize, which needs scipy: give it 64 px pictures), and its
 tokenizer (OWLv2: the real CLIP BPE tokenizer shipped with scenecraft; Grounding DINO, at 128 px: a BERT word-piece
 vocabulary of the toy world's words, written here). The detections are random: they test that a verifier runs
-and returns a verdict of the right shape, not what it finds.
+and returns a verdict of the right shape, not what it finds. ``save_tiny_sam`` writes a tiny random SAM (64 px) for
+``DetectorVerifier(sam_model=...)``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["save_tiny_owlv2", "save_tiny_grounding_dino", "DETECTOR_WORDS"]
+__all__ = ["save_tiny_owlv2", "save_tiny_grounding_dino", "save_tiny_sam", "DETECTOR_WORDS"]
 
 #: The words of the tiny Grounding DINO vocabulary (besides BERT's special tokens).
 DETECTOR_WORDS = (".", ",", "a", "an", "the", "and", "red", "orange", "yellow", "green", "blue", "purple", "circle",
@@ -84,4 +85,28 @@ def save_tiny_grounding_dino(path: str | Path, seed: int = 0) -> Path:
     processor = GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(path)
     processor.save_pretrained(path)
+    return path
+
+
+def save_tiny_sam(path: str | Path, seed: int = 0) -> Path:
+    """Save a tiny random ``SamModel`` (64 px input, patches of 16) and its ``SamProcessor`` to ``path``."""
+    import torch
+    from transformers import SamConfig, SamModel, SamProcessor
+
+    path = Path(path)
+    config = SamConfig(
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=_SIDE, patch_size=16,
+                           output_channels=32, window_size=2, global_attn_indexes=[1], num_pos_feats=16, mlp_dim=64),
+        prompt_encoder_config=dict(hidden_size=32, image_size=_SIDE, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SamModel(config).eval()
+    side, mask_side = _SIDE, _SIDE // 4
+    image_processor = _image_processor("SamImageProcessor", size={"longest_edge": side},
+                                       pad_size={"height": side, "width": side}, mask_size={"longest_edge": mask_side},
+                                       mask_pad_size={"height": mask_side, "width": mask_side})
+    model.save_pretrained(path)
+    SamProcessor(image_processor=image_processor).save_pretrained(path)
     return path
