@@ -328,17 +328,8 @@ class SamMaskRefiner:
     def candidates(self, image: Image.Image | np.ndarray, point: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
         """SAM's multimask answer for one ``(x, y)`` pixel point: bool masks (3, H, W) at the image's
         size and their confidences (SAM's predicted IoU), shape (3,)."""
-        pixels = _as_rgb(image)
-        inputs = self.processor(images=pixels, input_points=[[[float(point[0]), float(point[1])]]], return_tensors="pt")
-        outputs = self.model(
-            pixel_values=self._to_model(inputs["pixel_values"]),
-            input_points=self._to_model(inputs["input_points"]),
-            multimask_output=True,
-        )
-        masks = self.processor.image_processor.post_process_masks(
-            outputs.pred_masks.float().cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
-        )
-        return masks[0][0].numpy(), outputs.iou_scores[0, 0].float().cpu().numpy()
+        masks, scores = self._ask(_as_rgb(image), "input_points", [[[float(point[0]), float(point[1])]]], True)
+        return masks[0].numpy(), scores[0, 0].float().cpu().numpy()
 
     @torch.no_grad()
     def box_masks(self, image: Image.Image | np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
@@ -354,16 +345,19 @@ class SamMaskRefiner:
             if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (x0 < x1 and y0 < y1):
                 raise ValueError(f"a SAM box must be finite (x0, y0, x1, y1) pixels with x0 < x1, y0 < y1, got {box!r}")
             checked.append([x0, y0, x1, y1])
-        inputs = self.processor(images=pixels, input_boxes=[checked], return_tensors="pt")
-        outputs = self.model(
-            pixel_values=self._to_model(inputs["pixel_values"]),
-            input_boxes=self._to_model(inputs["input_boxes"]),
-            multimask_output=False,
-        )
+        masks, _ = self._ask(pixels, "input_boxes", [checked], False)
+        return masks[:, 0].numpy().astype(bool)
+
+    def _ask(self, pixels: np.ndarray, prompt: str, value: list, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM on one picture with one kind of prompt (``input_points`` or ``input_boxes``): the masks at the
+        picture's size, ``(prompts, masks, H, W)``, and SAM's predicted IoUs."""
+        inputs = self.processor(images=pixels, return_tensors="pt", **{prompt: value})
+        outputs = self.model(pixel_values=self._to_model(inputs["pixel_values"]),
+                             multimask_output=multimask, **{prompt: self._to_model(inputs[prompt])})
         masks = self.processor.image_processor.post_process_masks(
             outputs.pred_masks.float().cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
         )
-        return masks[0][:, 0].numpy().astype(bool)
+        return masks[0], outputs.iou_scores
 
     def _to_model(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device=self.model.device, dtype=self.model.dtype)
